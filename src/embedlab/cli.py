@@ -1,0 +1,138 @@
+"""`embedlab <stage>`: the commands dvc.yaml runs. Heavy libraries load inside each command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="embedlab pipeline stages (run them all with `dvc repro`).",
+)
+
+ParamsOption = typer.Option(Path("params.yaml"), "--params", "-p", help="params file")
+RootOption = typer.Option(Path("."), "--root", help="repository root: where data/, models/, metrics/ live")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _load(params_file: Path, root: Path):
+    from embedlab.params import ParamsError, load_params
+    from embedlab.paths import Paths
+
+    try:
+        return load_params(params_file), Paths(root)
+    except ParamsError as exc:
+        _fail(f"bad params: {exc}", code=2)
+
+
+def _model(name: str):
+    from embedlab.methods import get_model
+
+    try:
+        return get_model(name)
+    except KeyError as exc:
+        _fail(str(exc.args[0]), code=2)
+
+
+@app.command()
+def prepare(params_file: Path = ParamsOption, root: Path = RootOption) -> None:
+    """Load data.source, resize, scale to [-1, 1], split, write data/prepared/."""
+    from embedlab.data.prepare import run_prepare
+
+    params, paths = _load(params_file, root)
+    data = run_prepare(params.data, paths.prepared, root=paths.root)
+    counts = data.manifest["split"].value_counts().to_dict()
+    typer.echo(f"prepared {len(data.labels)} images from {params.data.source} -> {paths.prepared} {counts}")
+    if data.meta["ingest_problems"]:
+        typer.secho(f"{len(data.meta['ingest_problems'])} ingest problem(s) recorded; `validate` will report them",
+                    fg=typer.colors.YELLOW, err=True)
+
+
+@app.command()
+def validate(params_file: Path = ParamsOption, root: Path = RootOption) -> None:
+    """The data gate: pandera + Great Expectations; exits non-zero on any failure."""
+    from embedlab.data.validate import DataValidationError, validate_prepared
+
+    params, paths = _load(params_file, root)
+    try:
+        summary = validate_prepared(params, paths)
+    except DataValidationError as exc:
+        _fail(f"data validation failed ({paths.validation_report / 'summary.json'}):\n{exc}")
+    typer.echo(f"validation passed: {len(summary['checks'])} checks on {summary['num_rows']} rows; "
+               f"Data Docs: {summary.get('data_docs')}")
+
+
+@app.command()
+def partition(params_file: Path = ParamsOption, root: Path = RootOption) -> None:
+    """Federated client datasets (feature shift, label skew) from the prepared splits."""
+    from embedlab.data.partition import PartitionError, run_partition
+    from embedlab.data.prepare import read_prepared
+
+    params, paths = _load(params_file, root)
+    try:
+        summary = run_partition(read_prepared(paths.prepared), params.partition, paths.partitions, paths.partition_report)
+    except PartitionError as exc:
+        _fail(str(exc))
+    for setting, info in summary.items():
+        sizes = [c["train_size"] for c in info["clients"]]
+        typer.echo(f"{setting}: {len(sizes)} clients, train sizes {sizes}")
+
+
+@app.command()
+def train(name: str, params_file: Path = ParamsOption, root: Path = RootOption) -> None:
+    """Train one model (evaluator, backbone, or a method) into models/<name>/."""
+    model = _model(name)
+    params, paths = _load(params_file, root)
+    model.train(params, paths)
+    typer.echo(f"trained {name} -> {paths.model_dir(name)}")
+
+
+@app.command()
+def evaluate(name: str, params_file: Path = ParamsOption, root: Path = RootOption) -> None:
+    """Score one model: metrics/<name>.json and plots/<name>/."""
+    from embedlab.classifier import load_classifier
+
+    model = _model(name)
+    params, paths = _load(params_file, root)
+    # The classifiers score themselves; every other model is scored by the evaluator alone.
+    evaluator = load_classifier(paths.model_dir("evaluator")) if getattr(model, "needs_evaluator", True) else None
+    metrics = model.evaluate(params, paths, evaluator)
+    shown = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    typer.echo(f"{name}: {shown}")
+
+
+@app.command()
+def publish(name: str, params_file: Path = ParamsOption, root: Path = RootOption) -> None:
+    """Register the evaluated model in MLflow; champion only if it beats the current one."""
+    from embedlab.registry import publish as publish_bundle
+
+    model = _model(name)
+    params, paths = _load(params_file, root)
+    receipt = publish_bundle(name, model.export(params, paths), params, paths)
+    typer.echo(
+        f"embedlab-{name} v{receipt['version']} -> {receipt['alias']} "
+        f"({receipt['metric']}={receipt['value']}, previous champion {receipt['previous_champion_value']})"
+    )
+
+
+@app.command("check-params")
+def check_params(params_file: Path = ParamsOption) -> None:
+    """Validate params.yaml only."""
+    _load(params_file, Path("."))
+    typer.echo(f"{params_file}: ok")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,220 @@
+"""The `partition` stage: federated client datasets for the federated method.
+
+Two settings, each written to data/partitions/<setting>.npz with arrays
+`{split}_images`, `{split}_labels`, `{split}_client` for split in train/val/test
+and `client_names`:
+
+- feature_shift: one client per domain (a fixed image transform). Every split is
+  cut into stratified shards, so all clients share one label distribution and
+  differ only in how their images look.
+- label_skew: Dirichlet(alpha) class proportions over K clients. Each sample is
+  sent to a client drawn from its own class's proportions (not a cumulative-sum
+  cut that hands the last client the leftovers); val/test use the same
+  proportions, so every client is scored on data shaped like its own.
+
+Per-client sizes and label histograms go to reports/partition/summary.json,
+checked by a pandera schema before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from embedlab.data.domains import apply_domain
+from embedlab.data.prepare import SPLITS, PreparedData
+from embedlab.params import LabelSkewParams, PartitionParams
+
+
+class PartitionError(RuntimeError):
+    """A partition that breaks its contract (an empty client, a bad report)."""
+
+
+def stratified_shards(labels: np.ndarray, num_shards: int, rng: np.random.Generator) -> np.ndarray:
+    """Client id per sample: each class dealt round-robin over shards after a shuffle."""
+    client = np.empty(len(labels), dtype=np.int64)
+    offset = 0
+    for label in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == label))
+        # Rotate the starting shard per class so no shard collects every class's remainder.
+        client[idx] = (np.arange(len(idx)) + offset) % num_shards
+        offset += len(idx)
+    return client
+
+
+def dirichlet_proportions(num_classes: int, num_clients: int, alpha: float, rng: np.random.Generator) -> np.ndarray:
+    """(num_classes, num_clients): row c is class c's share for each client."""
+    return rng.dirichlet(np.full(num_clients, alpha), size=num_classes)
+
+
+def assign_by_proportions(labels: np.ndarray, proportions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each sample independently goes to a client drawn from its class's proportions."""
+    client = np.empty(len(labels), dtype=np.int64)
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        client[idx] = rng.choice(proportions.shape[1], size=len(idx), p=proportions[label])
+    return client
+
+
+def dirichlet_partition(
+    labels: np.ndarray, num_classes: int, cfg: LabelSkewParams, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Redraw the proportions until every client has at least min_client_size samples."""
+    for _ in range(cfg.max_retries):
+        proportions = dirichlet_proportions(num_classes, cfg.num_clients, cfg.alpha, rng)
+        client = assign_by_proportions(labels, proportions, rng)
+        if np.bincount(client, minlength=cfg.num_clients).min() >= cfg.min_client_size:
+            return client, proportions
+    raise PartitionError(
+        f"partition.label_skew: no Dirichlet(alpha={cfg.alpha}) draw in {cfg.max_retries} tries gave all "
+        f"{cfg.num_clients} clients >= min_client_size={cfg.min_client_size} of {len(labels)} train samples; "
+        "raise alpha, lower num_clients or min_client_size"
+    )
+
+
+def _histogram(labels: np.ndarray, num_classes: int) -> list[int]:
+    return np.bincount(labels, minlength=num_classes)[:num_classes].astype(int).tolist()
+
+
+def feature_shift(data: PreparedData, params: PartitionParams) -> dict[str, np.ndarray]:
+    domains = params.feature_shift.domains
+    rng = np.random.default_rng(params.seed)
+    arrays: dict[str, np.ndarray] = {"client_names": np.asarray(domains)}
+    for split in SPLITS:
+        images, labels = data.split(split)
+        client = stratified_shards(labels, len(domains), rng)
+        out = np.empty_like(images)
+        for k, domain in enumerate(domains):
+            out[client == k] = apply_domain(domain, images[client == k], seed=params.seed * 1000 + k)
+        arrays.update({f"{split}_images": out, f"{split}_labels": labels, f"{split}_client": client})
+    return arrays
+
+
+def label_skew(data: PreparedData, params: PartitionParams) -> dict[str, np.ndarray]:
+    cfg = params.label_skew
+    rng = np.random.default_rng(params.seed)
+    train_images, train_labels = data.split("train")
+    client, proportions = dirichlet_partition(train_labels, data.num_classes, cfg, rng)
+    arrays: dict[str, np.ndarray] = {
+        "client_names": np.asarray([f"client_{k}" for k in range(cfg.num_clients)]),
+        "proportions": proportions,
+        "train_images": train_images,
+        "train_labels": train_labels,
+        "train_client": client,
+    }
+    for split in ("val", "test"):
+        images, labels = data.split(split)
+        arrays.update(
+            {
+                f"{split}_images": images,
+                f"{split}_labels": labels,
+                f"{split}_client": assign_by_proportions(labels, proportions, rng),
+            }
+        )
+    return arrays
+
+
+def report_table(setting: str, arrays: dict[str, np.ndarray], num_classes: int) -> pd.DataFrame:
+    """Long table: one row per (setting, client, split, label) with its count."""
+    rows = []
+    for k, name in enumerate(arrays["client_names"]):
+        for split in SPLITS:
+            labels = arrays[f"{split}_labels"][arrays[f"{split}_client"] == k]
+            for label, count in enumerate(_histogram(labels, num_classes)):
+                rows.append((setting, k, str(name), split, label, count))
+    return pd.DataFrame(rows, columns=["setting", "client", "client_name", "split", "label", "count"]).astype(
+        {"client": "int64", "label": "int64", "count": "int64"}
+    )
+
+
+def check_report(table: pd.DataFrame, num_classes: int, min_train: dict[str, int]) -> pd.DataFrame:
+    from embedlab.data.schemas import partition_report_schema
+
+    import pandera.errors
+
+    try:
+        partition_report_schema(num_classes).validate(table, lazy=True)
+    except pandera.errors.SchemaErrors as exc:
+        cases = exc.failure_cases[["check", "column", "failure_case"]].head(10).to_string(index=False)
+        raise PartitionError(f"partition report fails its schema:\n{cases}") from None
+    train = table[table.split == "train"].groupby(["setting", "client_name"])["count"].sum()
+    short = [f"{s}/{c}: {n} train samples (< {min_train[s]})" for (s, c), n in train.items() if n < min_train[s]]
+    if short:
+        raise PartitionError("partition leaves clients too small: " + "; ".join(short))
+    return table
+
+
+def summarise(table: pd.DataFrame) -> dict:
+    summary: dict = {}
+    for (setting, client, name), rows in table.groupby(["setting", "client", "client_name"], sort=True):
+        entry = {"client": int(client), "name": name}
+        for split, split_rows in rows.groupby("split"):
+            hist = split_rows.sort_values("label")["count"].tolist()
+            entry[f"{split}_size"] = int(sum(hist))
+            entry[f"{split}_histogram"] = hist
+        summary.setdefault(setting, {"clients": []})["clients"].append(entry)
+    return summary
+
+
+def plot_histograms(table: pd.DataFrame, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = sorted(table.setting.unique())
+    fig, axes = plt.subplots(1, len(settings), figsize=(5 * len(settings), 3.2), squeeze=False)
+    for ax, setting in zip(axes[0], settings):
+        train = table[(table.setting == setting) & (table.split == "train")]
+        grid = train.pivot_table(index="client_name", columns="label", values="count", sort=False)
+        im = ax.imshow(grid.to_numpy(), cmap="viridis", aspect="auto")
+        ax.set_yticks(range(len(grid.index)), grid.index)
+        ax.set_xticks(range(len(grid.columns)), grid.columns)
+        ax.set_xlabel("label")
+        ax.set_title(f"{setting}: train samples per client")
+        fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def run_partition(data: PreparedData, params: PartitionParams, out_dir: Path, report_dir: Path) -> dict:
+    settings = {"feature_shift": feature_shift(data, params), "label_skew": label_skew(data, params)}
+    table = pd.concat([report_table(s, a, data.num_classes) for s, a in settings.items()], ignore_index=True)
+    check_report(table, data.num_classes, {"feature_shift": 1, "label_skew": params.label_skew.min_client_size})
+    summary = summarise(table)
+
+    # Build both outputs beside their final place, then swap in: a failure leaves nothing half-written.
+    staged = []
+    for final in (Path(out_dir), Path(report_dir)):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staged.append((Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent)), final))
+    try:
+        (tmp_data, _), (tmp_report, _) = staged
+        for setting, arrays in settings.items():
+            np.savez_compressed(tmp_data / f"{setting}.npz", **arrays)
+        (tmp_report / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        table.to_csv(tmp_report / "clients.csv", index=False)
+        plot_histograms(table, tmp_report / "label_histograms.png")
+        for tmp, final in staged:
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+    finally:
+        for tmp, _ in staged:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+    return summary
+
+
+def load_partition(partitions_dir: Path, setting: str) -> dict[str, np.ndarray]:
+    path = Path(partitions_dir) / f"{setting}.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; run `embedlab partition` (or `dvc repro partition`) first")
+    with np.load(path, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}

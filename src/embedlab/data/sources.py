@@ -1,0 +1,170 @@
+"""Raw image sources named by `data.source`: bundled digits, an .npz file, an image folder.
+
+A source never stops on bad data: whatever it cannot read becomes an
+`IngestProblem` (file + what is wrong), and the `validate` stage turns the list
+into its failure report, beside every other broken rule, so a user sees all of
+it at once.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+
+
+@dataclass
+class IngestProblem:
+    file: str
+    problem: str
+
+    def as_dict(self) -> dict:
+        return {"file": self.file, "problem": self.problem}
+
+
+@dataclass
+class RawDataset:
+    """Images as a list of 2-D float arrays (sizes may differ) with one label and id each."""
+
+    images: list[np.ndarray]
+    labels: np.ndarray
+    ids: list[str]
+    source: str
+    class_names: list[str] | None = None
+    pixel_range: tuple[float, float] | None = None
+    problems: list[IngestProblem] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def _empty(source: str, problems: list[IngestProblem]) -> RawDataset:
+    return RawDataset([], np.zeros(0, dtype=np.int64), [], source, problems=problems)
+
+
+def to_gray(image: np.ndarray, channels_last: bool = True) -> np.ndarray:
+    """(H, W), (H, W, C) or (C, H, W) -> (H, W) float64; RGB(A) by ITU-R 601 luma."""
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim == 2:
+        return image
+    if not channels_last:
+        image = np.moveaxis(image, 0, -1)
+    if image.shape[-1] == 1:
+        return image[..., 0]
+    return image[..., :3] @ np.array([0.299, 0.587, 0.114])
+
+
+def load_digits_source() -> RawDataset:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = [img.astype(np.float64) for img in digits.images]
+    ids = [f"digits-{i:04d}" for i in range(len(images))]
+    names = [str(c) for c in digits.target_names]
+    return RawDataset(images, digits.target.astype(np.int64), ids, "sklearn-digits", names, (0.0, 16.0))
+
+
+def _npz_image_layout(shape: tuple[int, ...]) -> str | None:
+    """'nhw', 'nhwc' or 'nchw' for the layouts we accept, else None."""
+    if len(shape) == 3 and min(shape[1:]) >= 2:
+        return "nhw"
+    if len(shape) == 4 and shape[3] in (1, 3, 4) and min(shape[1:3]) >= 2:
+        return "nhwc"
+    if len(shape) == 4 and shape[1] in (1, 3) and min(shape[2:]) >= 2:
+        return "nchw"
+    return None
+
+
+def load_npz_source(path: Path) -> RawDataset:
+    source = f"npz:{path}"
+    name = str(path)
+    if not path.is_file():
+        return _empty(source, [IngestProblem(name, "file not found")])
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        return _empty(source, [IngestProblem(name, f"cannot read npz ({type(exc).__name__}: {exc})")])
+
+    problems = [IngestProblem(name, f"missing array {key!r}") for key in ("images", "labels") if key not in arrays]
+    if problems:
+        return _empty(source, problems + [IngestProblem(name, f"arrays present: {sorted(arrays)}")])
+
+    images, labels = arrays["images"], arrays["labels"]
+    layout = _npz_image_layout(images.shape)
+    if layout is None:
+        problems.append(
+            IngestProblem(name, f"array 'images' has shape {images.shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W)")
+        )
+    if not np.issubdtype(images.dtype, np.number) or np.issubdtype(images.dtype, np.complexfloating):
+        problems.append(IngestProblem(name, f"array 'images' has dtype {images.dtype}; expected a real number type"))
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        problems.append(
+            IngestProblem(name, f"array 'labels' has shape {labels.shape} and dtype {labels.dtype}; expected (N,) integers")
+        )
+    elif layout is not None and len(labels) != len(images):
+        problems.append(IngestProblem(name, f"{len(images)} images but {len(labels)} labels"))
+    ids = [f"{path.stem}-{i:06d}" for i in range(len(images))]
+    if "ids" in arrays:
+        if arrays["ids"].shape != (len(images),):
+            problems.append(IngestProblem(name, f"array 'ids' has shape {arrays['ids'].shape}; expected ({len(images)},)"))
+        else:
+            ids = [str(v) for v in arrays["ids"]]
+    if problems:
+        return _empty(source, problems)
+
+    pixel_range = (0.0, 255.0) if images.dtype == np.uint8 else None
+    grays = [to_gray(img, channels_last=(layout != "nchw")) for img in images]
+    return RawDataset(grays, labels.astype(np.int64), ids, source, None, pixel_range)
+
+
+def load_folder_source(path: Path) -> RawDataset:
+    from PIL import Image, UnidentifiedImageError
+
+    source = f"folder:{path}"
+    if not path.is_dir():
+        return _empty(source, [IngestProblem(str(path), "folder not found")])
+    class_dirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    images, labels, ids, problems = [], [], [], []
+    for label, class_dir in enumerate(class_dirs):
+        files = sorted(f for f in class_dir.rglob("*") if f.is_file() and not f.name.startswith("."))
+        for file in files:
+            rel = file.relative_to(path).as_posix()
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                problems.append(IngestProblem(rel, f"not an image file (suffix {file.suffix or 'none'!r})"))
+                continue
+            try:
+                with Image.open(file) as img:
+                    img.load()
+                    gray = np.asarray(img.convert("L"), dtype=np.float64)
+            except (UnidentifiedImageError, OSError, ValueError) as exc:
+                problems.append(IngestProblem(rel, f"unreadable image ({type(exc).__name__}: {exc})"))
+                continue
+            images.append(gray)
+            labels.append(label)
+            ids.append(rel)
+    if not images and not problems:
+        found = [d.name for d in class_dirs]
+        problems.append(
+            IngestProblem(str(path), f"no images found (class sub-folders: {found or 'none'}); expected <folder>/<class>/<image>")
+        )
+    names = [d.name for d in class_dirs]
+    return RawDataset(images, np.asarray(labels, dtype=np.int64), ids, source, names, (0.0, 255.0), problems)
+
+
+def load_source(spec: str, root: Path = Path(".")) -> RawDataset:
+    if spec == "sklearn-digits":
+        return load_digits_source()
+    kind, _, location = spec.partition(":")
+    location = Path(location).expanduser()
+    if not location.is_absolute():
+        location = root / location
+    if kind == "npz":
+        return load_npz_source(location)
+    if kind == "folder":
+        return load_folder_source(location)
+    raise ValueError(f"data.source: unknown source {spec!r}")

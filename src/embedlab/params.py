@@ -1,0 +1,178 @@
+"""Typed params: params.yaml is loaded once through these models.
+
+Every section forbids unknown keys and bounds its numbers, so a typo or an
+out-of-range value stops a stage before any work, naming the key and the range.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ParamsError(ValueError):
+    """params.yaml is unreadable or holds an unknown key or a bad value."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(Section):
+    source: str = "sklearn-digits"
+    image_size: int = Field(16, ge=4, le=256)
+    num_classes: int | None = Field(None, ge=2, le=1000)
+    pixel_range: tuple[float, float] | None = None
+    val_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+    seed: int = Field(0, ge=0)
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        if value == "sklearn-digits" or value.startswith(("npz:", "folder:")):
+            if value.endswith(":"):
+                raise ValueError(f"source {value!r} names no path after the colon")
+            return value
+        raise ValueError(
+            f"unknown source {value!r}; allowed: 'sklearn-digits', 'npz:<path>', 'folder:<path>'"
+        )
+
+    @field_validator("pixel_range")
+    @classmethod
+    def _ordered_range(cls, value):
+        if value is not None and not value[0] < value[1]:
+            raise ValueError(f"pixel_range {list(value)} must be [lo, hi] with lo < hi")
+        return value
+
+
+class ValidateParams(Section):
+    min_rows: int = Field(100, ge=1)
+    min_rows_per_split: int = Field(10, ge=1)
+    class_balance_tolerance: float = Field(0.5, gt=0.0, le=1.0)
+    split_fraction_tolerance: float = Field(0.05, gt=0.0, le=0.5)
+    mean_intensity_range: tuple[float, float] = (-0.95, 0.5)
+    std_intensity_range: tuple[float, float] = (0.05, 1.0)
+
+
+class FeatureShiftParams(Section):
+    domains: list[Literal["original", "inverted", "rotated", "blurred_noise", "contrast"]] = Field(
+        default_factory=lambda: ["original", "inverted", "rotated", "blurred_noise", "contrast"],
+        min_length=2,
+    )
+
+    @field_validator("domains")
+    @classmethod
+    def _unique(cls, value):
+        if len(set(value)) != len(value):
+            raise ValueError(f"domains {value} repeat a name")
+        return value
+
+
+class LabelSkewParams(Section):
+    num_clients: int = Field(5, ge=2, le=1000)
+    alpha: float = Field(0.5, gt=0.0, le=1000.0)
+    min_client_size: int = Field(10, ge=1)
+    max_retries: int = Field(100, ge=1, le=100_000)
+
+
+class PartitionParams(Section):
+    seed: int = Field(0, ge=0)
+    feature_shift: FeatureShiftParams = FeatureShiftParams()
+    label_skew: LabelSkewParams = LabelSkewParams()
+
+
+class TrainerParams(Section):
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    devices: int = Field(1, ge=1)
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
+    deterministic: bool = True
+    log_every_n_steps: int = Field(10, ge=1)
+    progress_bar: bool = True
+
+
+class ClassifierParams(Section):
+    seed: int = Field(0, ge=0)
+    width: int = Field(32, ge=4, le=512)
+    feature_dim: int = Field(128, ge=8, le=4096)
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    lr: float = Field(2e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
+    batch_size: int = Field(64, ge=1, le=65536)
+    max_epochs: int = Field(40, ge=1, le=10_000)
+    max_steps: int = Field(-1, ge=-1)
+    patience: int = Field(8, ge=1)
+    augment_shift: int = Field(1, ge=0, le=8)
+
+
+class RegistryParams(Section):
+    min_delta: float = Field(0.0, ge=0.0)
+    experiment: str = Field("embedlab", min_length=1)
+
+
+class Params(Section):
+    data: DataParams = DataParams()
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    partition: PartitionParams = PartitionParams()
+    trainer: TrainerParams = TrainerParams()
+    evaluator: ClassifierParams = ClassifierParams(seed=1)
+    backbone: ClassifierParams = ClassifierParams(seed=2, width=16, feature_dim=64, dropout=0.0)
+    registry: RegistryParams = RegistryParams()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self):
+        if self.data.val_fraction + self.data.test_fraction >= 0.8:
+            raise ValueError(
+                "data.val_fraction + data.test_fraction must stay below 0.8 "
+                f"(got {self.data.val_fraction} + {self.data.test_fraction})"
+            )
+        return self
+
+    def model_section(self, name: str) -> BaseModel:
+        """The params section of a trainable model (evaluator, backbone, a method)."""
+        section = getattr(self, name, None)
+        if not isinstance(section, BaseModel):
+            raise ParamsError(f"params.yaml has no section for model {name!r}")
+        return section
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(part) for part in error["loc"]).replace("validate_", "validate")
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    ctx = error.get("ctx") or {}
+    bounds = [f"{op} {ctx[name]}" for name, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if name in ctx]
+    if bounds:
+        message = f"must be {' and '.join(bounds)}"
+    got = error.get("input")
+    shown = "" if isinstance(got, dict) or error["type"] == "missing" else f" (got {got!r})"
+    return f"{key or '<root>'}: {message}{shown}"
+
+
+def parse_params(raw: dict, origin: str = "params.yaml") -> Params:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{origin}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(err) for err in exc.errors()]
+        raise ParamsError(f"{origin}: " + "; ".join(lines)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    return parse_params(raw, origin=str(path))
