@@ -11,6 +11,9 @@ PYTEST_ARGS ?=
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+# Stage commands (`embedlab ...`) resolve from the venv.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: setup run test test-fast clean-outputs help
 

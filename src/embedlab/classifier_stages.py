@@ -111,7 +111,7 @@ class ClassifierModel:
         save_confusion_png(confusion_matrix(test_y, test_pred, k), plots / "confusion.png",
                            f"{self.name}: test accuracy {metrics['test_accuracy']:.3f}")
         wrong = np.flatnonzero(test_y != test_pred)[:32]
-        save_grid(test_x[wrong] if len(wrong) else test_x[:0], plots / "misclassified.png", nrow=8)
+        save_grid(test_x[wrong] if len(wrong) else test_x[:0], plots / "misclassified.png", per_row=8)
         write_json(paths.metrics(self.name), metrics)
         return metrics
 

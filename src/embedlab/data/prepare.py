@@ -96,7 +96,7 @@ def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: flo
 
 
 def build_manifest(images: np.ndarray, labels: np.ndarray, ids: list[str], split: np.ndarray, source: str) -> pd.DataFrame:
-    flat = images.reshape(len(images), -1).astype(np.float64)
+    flat = images.reshape(len(images), int(np.prod(images.shape[1:]))).astype(np.float64)
     with np.errstate(invalid="ignore"):
         stats = {
             "mean": flat.mean(axis=1) if len(flat) else np.zeros(0),

@@ -1,0 +1,368 @@
+"""MLflow model registry: publish with lineage, gate champion / challenger, load by alias.
+
+A version is stored by MLflow's pytorch flavour as a `torch.export` program (`pt2`): the
+graph is JSON and the weights raw tensor bytes, so no class has to be importable to load it.
+The one pickled record in that archive (sample inputs) is dropped before torch reads it,
+so `load_model` never runs an unpickler at all. mlflow and torch are imported inside the
+functions: `import mlflow` alone costs seconds and light CLI stages must not pay it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import subprocess
+import tempfile
+import zipfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from embedlab.paths import Paths
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from embedlab.params import Params
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+PREPARED_OUT = "data/prepared"
+# Version tags the gate reads back, so comparing never has to load the champion's run.
+METRIC_TAG, VALUE_TAG, DIRECTION_TAG = "primary_metric", "primary_metric_value", "higher_is_better"
+# Records of a torch.export archive that are plain text, JSON or raw tensor bytes.
+_PT2_TEXT = {"archive_format", "archive_version", "byteorder", ".data/version", ".data/serialization_id"}
+_PT2_CONFIGS = {"models/model.json", "data/weights/model_weights_config.json",
+                "data/constants/model_constants_config.json"}
+_PT2_SAMPLE_INPUTS = "data/sample_inputs/model.pt"  # torch.save pickle: never handed to torch
+_PT2_RAW = re.compile(r"data/(weights/weight_|constants/tensor_)\d+")
+_MLFLOW_KEY = re.compile(r"[^\w.\- /:]")
+
+
+@dataclass
+class ModelBundle:
+    module: torch.nn.Module
+    input_example: np.ndarray
+    primary_metric: str
+    metrics: dict
+    higher_is_better: bool = True
+    params: dict = field(default_factory=dict)
+
+
+class RegistryError(RuntimeError):
+    """A model cannot be published or loaded as asked; the message says why."""
+
+
+def _mlflow():
+    # MLflow 3 starts a telemetry client at import that posts usage to the internet;
+    # this project runs with no network, so switch it off unless the caller chose.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # noise in stage logs
+    import mlflow
+
+    return mlflow
+
+
+def registered_name(name: str) -> str:
+    return f"embedlab-{name}"
+
+
+def tracking_uri(paths: Paths) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(paths.root / 'mlflow.db').resolve()}"
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to dotted keys, the way `dvc metrics diff` shows them."""
+    if hasattr(tree, "model_dump"):
+        tree = tree.model_dump()
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def git_commit(root: Path) -> str:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
+
+
+def data_hash(paths: Paths) -> tuple[str, str]:
+    """(hash, source) of the prepared data this model was trained on.
+
+    dvc.lock is the identity DVC itself uses, so it is preferred; hashing the files is the
+    fallback for runs outside `dvc repro` and is tagged as such, since the two never match.
+    """
+    try:
+        lock = yaml.safe_load(paths.dvc_lock.read_text()) or {}
+        for out in lock["stages"]["prepare"]["outs"]:
+            if out["path"].rstrip("/") == PREPARED_OUT:
+                return str(out["md5"]), "dvc.lock"
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+        pass
+    folder = paths.root / PREPARED_OUT
+    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    if not files:
+        return "unknown", "missing"
+    digest = hashlib.md5()
+    for file in files:
+        digest.update(file.relative_to(folder).as_posix().encode() + b"\0")
+        file_md5 = hashlib.md5()
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                file_md5.update(chunk)
+        digest.update(file_md5.digest())
+    return digest.hexdigest(), "files"
+
+
+def _numeric_metrics(metrics: dict) -> dict[str, float]:
+    flat = {}
+    for key, value in flatten(metrics).items():
+        if isinstance(value, (int, float)):  # bools too: a passed check logs as 1.0
+            flat[_MLFLOW_KEY.sub("_", key)] = float(value)
+    return flat
+
+
+def _current_champion(client, model: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(model, CHAMPION)
+    except MlflowException as exc:
+        # No registered model yet, or no champion alias on it: both mean "no champion".
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def gate(value: float, champion_value: float | None, higher_is_better: bool, min_delta: float) -> str:
+    """Champion only when the newcomer beats the champion by more than min_delta."""
+    if champion_value is None:
+        return CHAMPION
+    gain = value - champion_value if higher_is_better else champion_value - value
+    return CHAMPION if gain > min_delta else CHALLENGER
+
+
+def _experiment_id(client, name: str, uri: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        # MLflow's default artifact root is ./mlruns under whatever the cwd is; keep the
+        # artifacts next to the database so the registry stays one movable folder.
+        location = (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created meanwhile by a concurrent publish
+        return client.get_experiment_by_name(name).experiment_id
+
+
+@contextmanager
+def _global_tracking_uri(mlflow, uri: str):
+    """log_model only speaks through MLflow's global client, and set_tracking_uri also
+    exports MLFLOW_TRACKING_URI, which tracking_uri() obeys: left set, the next publish or
+    load for another root would silently use this store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)  # None unsets both the global and the variable
+
+
+def _export_ready(bundle: ModelBundle):
+    import copy
+
+    import numpy as np
+
+    module = bundle.module
+    if module.training or any(t.device.type != "cpu" for t in module.state_dict().values()):
+        # Exporting in train mode would bake dropout / batch statistics into the graph, and
+        # device-bound weights could not be loaded on a CPU host; fix a copy, not the caller's.
+        module = copy.deepcopy(module).cpu().eval()
+    example = np.ascontiguousarray(bundle.input_example, dtype=np.float32)
+    if example.shape[0] == 1:
+        # torch.export turns a size-1 dimension into a constant: a batch of one would give a
+        # model that accepts nothing but batches of one.
+        example = np.concatenate([example, example])
+    return module, example
+
+
+def publish(name: str, bundle: ModelBundle, params: Params, paths: Paths) -> dict:
+    mlflow = _mlflow()
+    import torch
+    from mlflow import MlflowClient
+
+    metrics = _numeric_metrics(bundle.metrics)
+    metric_key = _MLFLOW_KEY.sub("_", bundle.primary_metric)
+    if metric_key not in metrics:
+        raise RegistryError(f"{name}: primary metric {bundle.primary_metric!r} is not among "
+                            f"the numeric metrics {sorted(metrics)}")
+    value = metrics[metric_key]
+    if not math.isfinite(value):
+        raise RegistryError(f"{name}: primary metric {bundle.primary_metric} is {value}")
+
+    uri = tracking_uri(paths)
+    client = MlflowClient(tracking_uri=uri)
+    model = registered_name(name)
+    commit = git_commit(paths.root)
+    data_md5, data_source = data_hash(paths)
+    lineage = {"embedlab.model": name, "git_commit": commit, "data_hash": data_md5,
+               "data_hash_source": data_source, METRIC_TAG: bundle.primary_metric,
+               DIRECTION_TAG: str(bundle.higher_is_better)}
+
+    champion = _current_champion(client, model)
+    champion_value = None
+    if champion is not None and champion.tags.get(METRIC_TAG) == bundle.primary_metric and \
+            champion.tags.get(DIRECTION_TAG) == str(bundle.higher_is_better):
+        champion_value = float(champion.tags[VALUE_TAG])
+    # A champion scored on another metric or direction cannot be compared: the newcomer,
+    # measured the way the pipeline now measures, takes over.
+    alias = gate(value, champion_value, bundle.higher_is_better, params.registry.min_delta)
+
+    module, example = _export_ready(bundle)
+    experiment_id = _experiment_id(client, params.registry.experiment, uri)
+    with _global_tracking_uri(mlflow, uri), \
+            mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=lineage) as run:
+        model_params = {_MLFLOW_KEY.sub("_", k): str(v)[:6000] for k, v in flatten(bundle.params).items()}
+        if model_params:
+            mlflow.log_params(model_params)
+        mlflow.log_metrics(metrics)
+        logged = mlflow.pytorch.log_model(
+            module, name="model", input_example=example, serialization_format="pt2",
+            registered_model_name=model,
+            # Explicit requirements: MLflow's inference reloads the model in a subprocess
+            # (slow); serving validation would reload it again, pickled sample inputs included.
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"],
+            validate_serving_input=False,
+        )
+        version = str(logged.registered_model_version)
+        for key, tag in {**lineage, VALUE_TAG: repr(value), "run_id": run.info.run_id}.items():
+            client.set_model_version_tag(model, version, key, tag)
+        client.set_registered_model_alias(model, alias, version)
+
+    receipt = {
+        "name": model, "model": name, "version": int(version), "alias": alias, "metric": bundle.primary_metric,
+        "value": value, "higher_is_better": bundle.higher_is_better,
+        "min_delta": params.registry.min_delta,
+        "previous_champion_value": champion_value,
+        "previous_champion_version": int(champion.version) if champion is not None else None,
+        "tracking_uri": uri, "git_commit": commit, "data_hash": data_md5,
+        "data_hash_source": data_source, "run_id": run.info.run_id,
+    }
+    _write_atomically(paths.receipt(name), receipt)
+    return receipt
+
+
+def _write_atomically(target: Path, payload: dict) -> None:
+    # A reader (dvc, the PR report) must see the old receipt or the new one, never half.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as out:
+            json.dump(payload, out, indent=2)
+            out.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a receipt is for everyone to read
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _pickle_free_archive(archive: Path) -> io.BytesIO:
+    """A copy of a pt2 archive that torch can load without unpickling anything.
+
+    Every record must be text, JSON, or a raw tensor that its JSON config marks as such;
+    anything else (pickled or custom weights, AOTInductor libraries, extra files) is refused.
+    The sample inputs, the one pickle torch.export always writes, become an empty record,
+    which torch reads as "no sample inputs".
+    """
+    out = io.BytesIO()
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        records = {info.filename: info for info in src.infolist() if not info.is_dir()}
+        prefixes = {name.split("/", 1)[0] for name in records}
+        if len(prefixes) != 1 or not all("/" in name for name in records):
+            raise RegistryError(f"{archive}: not a torch.export archive")
+        prefix = prefixes.pop() + "/"
+        raw_allowed: set[str] = set()
+        for config in ("data/weights/model_weights_config.json", "data/constants/model_constants_config.json"):
+            if prefix + config in records:
+                entries = json.loads(src.read(prefix + config)).get("config", {})
+                for entry in entries.values():
+                    if entry.get("use_pickle") is not False:
+                        raise RegistryError(f"{archive}: {config} stores a pickled tensor")
+                    raw_allowed.add(f"{config.rsplit('/', 1)[0]}/{entry['path_name']}")
+        for full, info in records.items():
+            rel = full[len(prefix):]
+            if rel == _PT2_SAMPLE_INPUTS:
+                dst.writestr(full, b"")
+                continue
+            data = src.read(info)
+            if rel in _PT2_CONFIGS:
+                json.loads(data)  # must parse: a config or graph that is not JSON is not ours
+            elif not (rel in _PT2_TEXT or (rel in raw_allowed and _PT2_RAW.fullmatch(rel))):
+                raise RegistryError(f"{archive}: record {rel!r} is not plain data; refusing to load")
+            dst.writestr(full, data)
+    out.seek(0)
+    return out
+
+
+class LoadedModel:
+    """A registry version, callable on a float32 batch (numpy or torch) like the module was."""
+
+    def __init__(self, module, name: str, version: int, alias: str):
+        self.module, self.name, self.version, self.alias = module, name, version, alias
+
+    def __call__(self, batch):
+        import numpy as np
+        import torch
+
+        if not isinstance(batch, torch.Tensor):
+            batch = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        with torch.inference_mode():
+            return self.module(batch)
+
+    def __repr__(self) -> str:
+        return f"LoadedModel({registered_name(self.name)} v{self.version} @{self.alias})"
+
+
+def load_model(name: str, alias: str = CHAMPION, paths: Paths | None = None) -> LoadedModel:
+    mlflow = _mlflow()
+    import torch
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_uri(paths or Paths())
+    model = registered_name(name)
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        # Resolve the alias once, then fetch that version: the alias may move meanwhile.
+        version = client.get_model_version_by_alias(model, alias).version
+        # A models:/ URI would be resolved against MLflow's global registry URI, not `uri`.
+        source = client.get_model_version_download_uri(model, version)
+    except MlflowException as exc:
+        raise RegistryError(f"{model}@{alias} not found in {uri}: {exc.message}") from None
+    with tempfile.TemporaryDirectory(prefix="embedlab-registry-") as scratch:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=scratch,
+                                                         tracking_uri=uri))
+        archive = local / "data" / "model.pt2"
+        if not archive.is_file():
+            raise RegistryError(f"{model} v{version} is not a torch.export (pt2) model; "
+                                "pickled formats are never loaded")
+        program = torch.export.load(_pickle_free_archive(archive))
+    return LoadedModel(program.module(), name, int(version), alias)

@@ -1,0 +1,49 @@
+"""Shared fixtures and skip helpers. Nothing here reaches the network."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+# An accidental Prefect engine call in a fast test must fail, not start a temporary server.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_ENABLED", "false")
+
+import numpy as np
+import pytest
+
+
+class RunIf:
+    """`@RunIf(gpu=True)` style skips, as in lightning-hydra-template."""
+
+    def __new__(cls, gpu: bool = False):
+        reasons = []
+        if gpu:
+            import torch
+
+            if not torch.cuda.is_available():
+                reasons.append("needs a CUDA device")
+        return pytest.mark.skipif(bool(reasons), reason="; ".join(reasons))
+
+
+@pytest.fixture(scope="session")
+def digits_raw():
+    from embedlab.data.sources import load_digits_source
+
+    return load_digits_source()
+
+
+@pytest.fixture(scope="session")
+def digits_prepared(digits_raw):
+    from embedlab.data.prepare import prepare_dataset
+    from embedlab.params import DataParams
+
+    return prepare_dataset(digits_raw, DataParams())
+
+
+def write_npz(path, **arrays) -> str:
+    np.savez(path, **arrays)
+    return f"npz:{path}"

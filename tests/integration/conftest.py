@@ -1,0 +1,64 @@
+"""A throwaway copy of the repository, as a clone would have it, for real `dvc repro` runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+TINY = {
+    "trainer": {"progress_bar": False, "log_every_n_steps": 5},
+    "evaluator": {"width": 8, "feature_dim": 16, "max_epochs": 2, "batch_size": 32, "lr": 0.005},
+    "backbone": {"width": 4, "feature_dim": 8, "max_epochs": 1, "batch_size": 64},
+}
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(GX_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", PYTHONUNBUFFERED="1")
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return out
+
+
+def merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return merged
+
+
+@pytest.fixture
+def repo_copy(tmp_path) -> Path:
+    """Tracked + untracked-but-not-ignored files of this checkout, in a fresh git repo."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split("\0")
+    dest = tmp_path / "repo"
+    for rel in filter(None, listed):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    (dest / "params.yaml").write_text(yaml.safe_dump(merge(params, TINY), sort_keys=False))
+    run(["git", "init", "-q"], dest)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], dest)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"], dest)
+    return dest
+
+
+def set_params(repo: Path, override: dict) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    (repo / "params.yaml").write_text(yaml.safe_dump(merge(params, override), sort_keys=False))

@@ -1,0 +1,76 @@
+"""The whole DAG through real `dvc repro` on tiny params, and the gate stopping bad data."""
+
+import json
+
+import numpy as np
+import pytest
+
+from .conftest import run, set_params
+
+pytestmark = pytest.mark.slow
+
+STAGES = ["prepare", "validate", "partition", "train@evaluator", "train@backbone",
+          "evaluate@evaluator", "evaluate@backbone", "publish@evaluator", "publish@backbone"]
+
+
+def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
+    first = run(["dvc", "repro"], repo_copy)
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in first.stdout, stage
+
+    metrics = json.loads((repo_copy / "metrics/evaluator.json").read_text())
+    assert 0.0 < metrics["test_accuracy"] <= 1.0
+    assert (repo_copy / "reports/validation/summary.json").exists()
+    assert json.loads((repo_copy / "reports/validation/summary.json").read_text())["success"] is True
+    assert (repo_copy / "data/partitions/label_skew.npz").exists()
+    receipt = json.loads((repo_copy / "registry/evaluator.json").read_text())
+    assert receipt["name"] == "embedlab-evaluator" and receipt["alias"] == "champion"
+    assert receipt["value"] == metrics["test_accuracy"]
+    assert receipt["tracking_uri"].startswith("sqlite:///") and (repo_copy / "mlflow.db").exists()
+    assert receipt["data_hash"] and receipt["data_hash"] != "unknown"
+
+    # models:/embedlab-evaluator@champion predicts exactly what the trained weights predict.
+    import torch
+
+    from embedlab.classifier import load_classifier
+    from embedlab.data.prepare import read_prepared
+    from embedlab.paths import Paths
+    from embedlab.registry import load_model
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    paths = Paths(repo_copy)
+    x, _ = read_prepared(paths.prepared).split("test")
+    x = torch.as_tensor(x[:16])
+    champion = load_model("evaluator", "champion", paths=paths)
+    local = load_classifier(paths.model_dir("evaluator"))
+    assert torch.allclose(torch.as_tensor(np.asarray(champion(x))), local(x), atol=1e-5)
+
+    second = run(["dvc", "repro"], repo_copy)
+    assert "Running stage" not in second.stdout
+    status = run(["dvc", "status"], repo_copy)
+    assert "up to date" in status.stdout
+
+
+def test_bad_data_stops_at_validate_and_nothing_downstream_runs(repo_copy):
+    from embedlab.data.sources import load_digits_source
+
+    raw = load_digits_source()
+    images = np.stack(raw.images)
+    images[7, 2, 3] = np.nan
+    np.savez(repo_copy / "bad.npz", images=images, labels=raw.labels)
+    set_params(repo_copy, {"data": {"source": "npz:bad.npz", "pixel_range": [0.0, 16.0]}})
+
+    committed = {p: p.read_text() for p in repo_copy.glob("registry/*.json")} | {
+        p: p.read_text() for p in repo_copy.glob("metrics/*.json")
+    }
+    out = run(["dvc", "repro"], repo_copy, check=False)
+    assert out.returncode != 0
+    message = out.stdout + out.stderr
+    assert "NaN" in message or "nan" in message
+    assert "bad-000007" in message  # the offending sample is named
+    for never in ("models/evaluator", "models/backbone", "mlflow.db", "data/partitions", "reports/partition"):
+        assert not (repo_copy / never).exists(), never
+    # Receipts and metrics a clone carries are untouched: nothing was published.
+    assert {p: p.read_text() for p in committed} == committed
+    summary = json.loads((repo_copy / "reports/validation/summary.json").read_text())
+    assert summary["success"] is False

@@ -1,0 +1,116 @@
+"""Domain transforms and federated partitions."""
+
+import json
+
+import numpy as np
+import pytest
+
+from embedlab.data.domains import DOMAINS, apply_domain
+from embedlab.data.partition import (
+    PartitionError,
+    assign_by_proportions,
+    dirichlet_partition,
+    load_partition,
+    run_partition,
+    stratified_shards,
+)
+from embedlab.params import LabelSkewParams, PartitionParams
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(0)
+    return rng.uniform(-1, 1, size=(6, 1, 16, 16)).astype(np.float32)
+
+
+def test_domains_are_distinct_and_in_range(batch):
+    outs = {name: apply_domain(name, batch, seed=3) for name in DOMAINS}
+    for name, out in outs.items():
+        assert out.shape == batch.shape and out.dtype == batch.dtype, name
+        assert out.min() >= -1 and out.max() <= 1, name
+    np.testing.assert_array_equal(outs["original"], batch)
+    np.testing.assert_array_equal(outs["inverted"], -batch)
+    np.testing.assert_array_equal(np.rot90(outs["rotated"], k=-1, axes=(-2, -1)), batch)
+    np.testing.assert_allclose(outs["contrast"], 0.4 * batch, rtol=1e-6)
+    names = list(outs)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not np.allclose(outs[a], outs[b]), (a, b)
+
+
+def test_blurred_noise_is_seeded(batch):
+    np.testing.assert_array_equal(apply_domain("blurred_noise", batch, 1), apply_domain("blurred_noise", batch, 1))
+    assert not np.allclose(apply_domain("blurred_noise", batch, 1), apply_domain("blurred_noise", batch, 2))
+    # Blurring a constant image changes nothing but the noise.
+    flat = np.zeros((200, 1, 16, 16), np.float32)
+    assert abs(apply_domain("blurred_noise", flat, 0).std() - 0.2) < 0.01
+
+
+def test_unknown_domain():
+    with pytest.raises(ValueError, match="unknown domain 'sepia'"):
+        apply_domain("sepia", np.zeros((1, 1, 4, 4)), 0)
+
+
+def test_stratified_shards_same_label_distribution():
+    labels = np.repeat(np.arange(10), 50)
+    client = stratified_shards(labels, 5, np.random.default_rng(0))
+    hist = np.array([np.bincount(labels[client == k], minlength=10) for k in range(5)])
+    assert (hist == 10).all()
+
+
+def test_dirichlet_every_client_non_empty_and_deterministic():
+    labels = np.repeat(np.arange(10), 100)
+    cfg = LabelSkewParams(num_clients=8, alpha=0.1, min_client_size=5)
+    a, pa = dirichlet_partition(labels, 10, cfg, np.random.default_rng(0))
+    b, _ = dirichlet_partition(labels, 10, cfg, np.random.default_rng(0))
+    np.testing.assert_array_equal(a, b)
+    assert np.bincount(a, minlength=8).min() >= 5
+    assert pa.shape == (10, 8) and np.allclose(pa.sum(1), 1)
+
+
+def test_samples_follow_their_class_proportions():
+    # Class 0 all to client 2, class 1 split evenly over clients 0 and 1.
+    proportions = np.array([[0.0, 0.0, 1.0], [0.5, 0.5, 0.0]])
+    labels = np.array([0] * 100 + [1] * 4000)
+    client = assign_by_proportions(labels, proportions, np.random.default_rng(0))
+    assert (client[:100] == 2).all()
+    share = np.bincount(client[100:], minlength=3) / 4000
+    assert abs(share[0] - 0.5) < 0.03 and share[2] == 0
+    # Not a cumulative-sum split: the last client gets no leftovers of class 1.
+
+
+def test_small_alpha_is_more_skewed_than_large():
+    labels = np.repeat(np.arange(10), 200)
+
+    def skew(alpha):
+        client, _ = dirichlet_partition(labels, 10, LabelSkewParams(num_clients=5, alpha=alpha, min_client_size=1), np.random.default_rng(1))
+        hist = np.array([np.bincount(labels[client == k], minlength=10) for k in range(5)], dtype=float)
+        p = hist / hist.sum(1, keepdims=True)
+        return float(np.mean(np.abs(p - 0.1).sum(1)))
+
+    assert skew(0.1) > 3 * skew(100.0)
+
+
+def test_impossible_partition_names_params():
+    labels = np.repeat(np.arange(2), 5)
+    with pytest.raises(PartitionError, match="min_client_size=20"):
+        dirichlet_partition(labels, 2, LabelSkewParams(num_clients=3, min_client_size=20, max_retries=5), np.random.default_rng(0))
+
+
+def test_run_partition_writes_validated_report(tmp_path, digits_prepared):
+    params = PartitionParams()
+    summary = run_partition(digits_prepared, params, tmp_path / "partitions", tmp_path / "report")
+    assert set(summary) == {"feature_shift", "label_skew"}
+    fs = load_partition(tmp_path / "partitions", "feature_shift")
+    assert list(fs["client_names"]) == list(params.feature_shift.domains)
+    n_train = int((digits_prepared.manifest.split == "train").sum())
+    assert len(fs["train_labels"]) == n_train
+    for setting in summary:
+        for c in summary[setting]["clients"]:
+            assert c["train_size"] == sum(c["train_histogram"]) > 0
+    # Inverted client's images are the negation of the same samples' originals.
+    ls = load_partition(tmp_path / "partitions", "label_skew")
+    assert ls["train_client"].max() == params.label_skew.num_clients - 1
+    saved = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert saved == summary
+    assert (tmp_path / "report" / "label_histograms.png").stat().st_size > 1000
