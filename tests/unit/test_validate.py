@@ -12,29 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedlab.data.prepare import build_manifest, run_prepare
+from embedlab.data.prepare import run_prepare
 from embedlab.data.validate import DataValidationError, format_summary, validate_prepared
 from embedlab.params import DataParams, Params
 from embedlab.paths import Paths
-
-
-def _prepare_handles_no_images() -> bool:
-    try:
-        build_manifest(np.zeros((0, 1, 4, 4), np.float32), np.zeros(0, np.int64), [], np.zeros(0, str), "probe")
-    except ValueError:
-        return False
-    return True
-
-
-# prepare.build_manifest reshapes (0, 1, S, S) with -1, which numpy 2 rejects, so a source
-# that yields no images crashes `prepare` before the gate can report why. Strict: once
-# prepare is fixed the condition turns false and these run as ordinary tests.
-needs_empty_prepare = pytest.mark.xfail(
-    not _prepare_handles_no_images(),
-    reason="prepare.build_manifest cannot reshape 0 images (numpy 2 rejects reshape(0, -1))",
-    raises=ValueError,
-    strict=True,
-)
 
 
 def digits_subset(per_class: int = 30) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +131,6 @@ def test_nan_pixel_names_the_image(tmp_path):
     assert ("pandera", "not_nullable") in failed_checks(summary)
 
 
-@needs_empty_prepare
 def test_wrong_image_shape(tmp_path):
     images, labels = digits_subset()
     source = write_npz(tmp_path / "flat.npz", images.reshape(len(images), 64), labels)
@@ -176,7 +156,6 @@ def test_duplicated_sample_ids(tmp_path):
     assert "img-0" in message
 
 
-@needs_empty_prepare
 def test_empty_source_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     message, summary = rejected(tmp_path, DataParams(source=f"folder:{tmp_path / 'empty'}"))
@@ -185,7 +164,6 @@ def test_empty_source_folder(tmp_path):
     assert summary["num_rows"] == 0 and summary["data_docs"] is None
 
 
-@needs_empty_prepare
 def test_truncated_npz(tmp_path):
     images, labels = digits_subset()
     path = tmp_path / "cut.npz"
