@@ -25,7 +25,7 @@ help:
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -c requirements.lock -e ".[dev]"
 	@touch $(STAMP)
 
@@ -39,3 +39,25 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# --- Scheduled runs (Prefect). See README "Scheduled runs". ---------------------------
+PREFECT_PORT ?= 4200
+POOL ?= embedlab
+PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
+
+# Only these targets talk to the server; `make run` / `make test` never need one.
+pool deploy worker: export PREFECT_API_URL := $(PREFECT_API_URL)
+
+.PHONY: server pool deploy worker
+
+server: setup   ## a local Prefect server (UI at http://127.0.0.1:$(PREFECT_PORT))
+	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+pool: setup     ## the process work pool the deployments use (idempotent)
+	$(BIN)/prefect work-pool inspect $(POOL) >/dev/null 2>&1 || $(BIN)/prefect work-pool create $(POOL) --type process
+
+deploy: pool    ## register nightly-retrain, train-model, validate-data from prefect.yaml
+	EMBEDLAB_ROOT=$(CURDIR) $(BIN)/prefect --no-prompt deploy --all
+
+worker: setup   ## run flow runs from the pool in this checkout
+	$(BIN)/prefect worker start --pool $(POOL)

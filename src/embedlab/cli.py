@@ -123,6 +123,27 @@ def publish(name: str, params_file: Path = ParamsOption, root: Path = RootOption
     )
 
 
+@app.command()
+def report(
+    base: str = typer.Option("", "--base", help="git revision to compare with; default main, "
+                             "else origin/main, else HEAD (what the workspace changed)"),
+    out: Path = typer.Option(Path("reports/pr.md"), "--out", help="markdown report (relative to --root)"),
+    plots_out: Path = typer.Option(Path("reports/pr_plots"), "--plots-out",
+                                   help="`dvc plots diff` HTML folder (relative to --root)"),
+    image_url: str = typer.Option("", "--image-url", help="URL prefix for git-tracked pictures, e.g. "
+                                  "https://github.com/<owner>/<repo>/raw/<sha>/; default: links relative to --out"),
+    root: Path = RootOption,
+) -> None:
+    """PR report: dvc params/metrics diff vs --base, registry decisions, changed pictures."""
+    from embedlab.report import ReportError, write_report
+
+    try:
+        written = write_report(root, base or None, out, plots_out, image_url or None)
+    except ReportError as exc:
+        _fail(str(exc), code=2)
+    typer.echo(f"report -> {written}")
+
+
 @app.command("check-params")
 def check_params(params_file: Path = ParamsOption) -> None:
     """Validate params.yaml only."""

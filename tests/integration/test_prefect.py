@@ -1,0 +1,154 @@
+"""Scheduled runs for real: a Prefect server on 127.0.0.1, the process pool, `prefect deploy`
+from prefect.yaml, a worker, and the pipeline on a tiny-params copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import BIN, set_params
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+    log = open(home / "server.log", "w")
+    proc = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"Prefect server did not start:\n{(home / 'server.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+        yield {"url": url, "env": {**env, "PREFECT_API_URL": url}}
+    finally:
+        # The server runs uvicorn in children: stop the whole group, pass or fail.
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def prefect(args: list[str], server: dict, cwd: Path, extra_env: dict | None = None, timeout: int = 900) -> str:
+    env = {**server["env"], "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(extra_env or {})}
+    out = subprocess.run([str(BIN / "prefect"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise AssertionError(f"prefect {' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return out.stdout + out.stderr
+
+
+def client(server: dict):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    class _Client:
+        def __enter__(self):
+            self._settings = temporary_settings({PREFECT_API_URL: server["url"]})
+            self._settings.__enter__()
+            self._client = get_client(sync_client=True)
+            return self._client.__enter__()
+
+        def __exit__(self, *exc):
+            self._client.__exit__(*exc)
+            self._settings.__exit__(*exc)
+
+    return _Client()
+
+
+def artifacts_of(server: dict, flow_run_id) -> dict[str, object]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with client(server) as c:
+        found = c.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {a.key: a for a in found if a.key}
+
+
+def test_nightly_deployment_runs_the_pipeline_through_a_worker(prefect_server, repo_copy):
+    root = {"EMBEDLAB_ROOT": str(repo_copy)}
+    prefect(["work-pool", "create", "embedlab", "--type", "process"], prefect_server, repo_copy)
+    prefect(["--no-prompt", "deploy", "--all"], prefect_server, repo_copy, root)
+    started = prefect(["deployment", "run", "pipeline/nightly-retrain"], prefect_server, repo_copy)
+    flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", started).group(1)
+    prefect(["worker", "start", "--pool", "embedlab", "--run-once"], prefect_server, repo_copy)
+
+    with client(prefect_server) as c:
+        run = c.read_flow_run(flow_run_id)
+        deployment = c.read_deployment_by_name("pipeline/nightly-retrain")
+        names = {d.name for d in c.read_deployments()}
+    assert run.state.is_completed(), run.state
+    assert names == {"nightly-retrain", "train-model", "validate-data"}
+    schedule = deployment.schedules[0].schedule
+    assert schedule.cron == "0 2 * * *" and schedule.timezone == "UTC"
+    assert deployment.work_pool_name == "embedlab"
+
+    artifacts = artifacts_of(prefect_server, run.id)
+    assert {"validation-summary", "metrics-evaluator", "metrics-backbone", "registry-evaluator"} <= set(artifacts)
+    assert "passed" in artifacts["validation-summary"].data.lower()
+    assert "champion" in artifacts["registry-evaluator"].data
+    receipt = json.loads((repo_copy / "registry/evaluator.json").read_text())
+    assert receipt["alias"] == "champion" and receipt["version"] == 1
+
+
+def test_failed_gate_fails_the_flow_run_and_publishes_nothing(prefect_server, repo_copy):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from embedlab.data.sources import load_digits_source
+
+    raw = load_digits_source()
+    labels = raw.labels.copy()
+    labels[11] = 42  # outside the declared class range
+    np.savez(repo_copy / "bad.npz", images=np.stack(raw.images), labels=labels)
+    set_params(repo_copy, {"data": {"source": "npz:bad.npz", "num_classes": 10}})
+
+    from flows.pipeline import pipeline
+
+    from prefect.logging.handlers import APILogWorker
+
+    with temporary_settings({PREFECT_API_URL: prefect_server["url"]}):
+        state = pipeline(root=str(repo_copy), return_state=True)
+        APILogWorker.drain_all(timeout=10)  # ship this process's run logs while the server is up
+    assert state.is_failed(), state
+    flow_run_id = state.state_details.flow_run_id
+    with client(prefect_server) as c:
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+        tasks = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    ran = {t.name for t in tasks}
+    assert "validate" in ran
+    assert not [name for name in ran if name.startswith(("train@", "publish@", "partition"))], ran
+    summary = artifacts_of(prefect_server, flow_run_id)["validation-summary"].data
+    assert "less_than(10)" in summary and "42" in summary
+    assert not (repo_copy / "registry/evaluator.json").exists()
+    assert not (repo_copy / "models/evaluator").exists()
