@@ -9,14 +9,8 @@ import numpy as np
 import torch
 
 from embedlab.params import Params
+from embedlab.io import write_json_atomic
 from embedlab.paths import Paths
-
-
-def write_json(path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
 
 
 @dataclass(frozen=True)
@@ -112,7 +106,7 @@ class ClassifierModel:
                            f"{self.name}: test accuracy {metrics['test_accuracy']:.3f}")
         wrong = np.flatnonzero(test_y != test_pred)[:32]
         save_grid(test_x[wrong] if len(wrong) else test_x[:0], plots / "misclassified.png", per_row=8)
-        write_json(paths.metrics(self.name), metrics)
+        write_json_atomic(paths.metrics(self.name), metrics)
         return metrics
 
     def export(self, params: Params, paths: Paths):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from embedlab.io import write_json_atomic
 from embedlab.paths import Paths
 
 if TYPE_CHECKING:
@@ -265,23 +266,8 @@ def publish(name: str, bundle: ModelBundle, params: Params, paths: Paths) -> dic
         "tracking_uri": uri, "git_commit": commit, "data_hash": data_md5,
         "data_hash_source": data_source, "run_id": run.info.run_id,
     }
-    _write_atomically(paths.receipt(name), receipt)
+    write_json_atomic(paths.receipt(name), receipt)
     return receipt
-
-
-def _write_atomically(target: Path, payload: dict) -> None:
-    # A reader (dvc, the PR report) must see the old receipt or the new one, never half.
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as out:
-            json.dump(payload, out, indent=2)
-            out.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a receipt is for everyone to read
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _pickle_free_archive(archive: Path) -> io.BytesIO:

@@ -14,10 +14,7 @@ then raises DataValidationError listing each failed check on its own line.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import tempfile
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +25,7 @@ from embedlab.data import quality
 from embedlab.data.prepare import PreparedData, read_prepared
 from embedlab.data.schemas import PIXEL_TOLERANCE, SHOWN, check_manifest
 from embedlab.params import Params
+from embedlab.io import write_json_atomic
 from embedlab.paths import Paths
 
 SUMMARY_NAME = "summary.json"
@@ -155,19 +153,6 @@ def _relative(path: Path, root: Path) -> str:
         return path.resolve().as_posix()
 
 
-def _write_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 @dataclass
 class _Run:
     checks: list[Check] = field(default_factory=list)
@@ -239,7 +224,7 @@ def validate_prepared(params: Params, paths: Paths) -> dict:
         _run_engines(params, paths, run)
     finally:
         summary = run.summary()
-        _write_atomic(report_dir / SUMMARY_NAME, summary)
+        write_json_atomic(report_dir / SUMMARY_NAME, summary)
 
     failed = [c for c in run.checks if not c.success]
     if failed:

@@ -1,0 +1,24 @@
+"""Small file helpers every stage shares."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_json_atomic(target: Path, payload: dict) -> None:
+    """Write JSON so a reader (dvc, a report, the next stage) sees the old file or the new one, never half."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as out:
+            json.dump(payload, out, indent=2)
+            out.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; these files are for everyone to read
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
