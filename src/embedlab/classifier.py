@@ -89,19 +89,17 @@ def build_classifier(arch: str, **kwargs) -> nn.Module:
 
 
 def save_classifier(net: nn.Module, arch: str, kwargs: dict, model_dir: Path, extra: dict | None = None) -> None:
-    from safetensors.torch import save_file
+    from embedlab.io import save_weights
 
     model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(model_dir / "model.safetensors"))
+    save_weights(net, model_dir / "model.safetensors")
     config = {"arch": arch, "kwargs": kwargs, **(extra or {})}
     (model_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
 def load_classifier(model_dir: Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild from config.json and load safetensors weights; eval mode, grads off."""
-    from safetensors.torch import load_file
+    from embedlab.io import load_weights
 
     model_dir = Path(model_dir)
     for name in ("config.json", "model.safetensors"):
@@ -109,5 +107,4 @@ def load_classifier(model_dir: Path, device: str | torch.device = "cpu") -> nn.M
             raise FileNotFoundError(f"{model_dir / name}: missing; train the model first (`dvc repro train@{model_dir.name}`)")
     config = json.loads((model_dir / "config.json").read_text())
     net = build_classifier(config["arch"], **config["kwargs"])
-    net.load_state_dict(load_file(str(model_dir / "model.safetensors"), device=str(device)))
-    return net.to(device).eval().requires_grad_(False)
+    return load_weights(net, model_dir / "model.safetensors", device).requires_grad_(False)

@@ -22,3 +22,23 @@ def write_json_atomic(target: Path, payload: dict) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_weights(module, path: Path) -> None:
+    """A module's state dict as safetensors: plain tensors, nothing executable."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(path))
+
+
+def load_weights(module, path: Path, device="cpu"):
+    """Load safetensors into `module` (strict) and return it on `device` in eval mode."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; train the model first")
+    module.load_state_dict(load_file(str(path), device=str(device)))
+    return module.to(device).eval()

@@ -55,6 +55,9 @@ class ModelBundle:
     metrics: dict
     higher_is_better: bool = True
     params: dict = field(default_factory=dict)
+    # Files beside the exported module (weights + config of parts torch.export cannot hold,
+    # such as a sampler's prior), logged under the run's "bundle/" artifact folder.
+    artifacts: list[Path] = field(default_factory=list)
 
 
 class RegistryError(RuntimeError):
@@ -252,6 +255,8 @@ def publish(name: str, bundle: ModelBundle, params: Params, paths: Paths) -> dic
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"],
             validate_serving_input=False,
         )
+        for artifact in bundle.artifacts:
+            mlflow.log_artifact(str(artifact), artifact_path="bundle")
         version = str(logged.registered_model_version)
         for key, tag in {**lineage, VALUE_TAG: repr(value), "run_id": run.info.run_id}.items():
             client.set_model_version_tag(model, version, key, tag)

@@ -9,8 +9,8 @@ from .conftest import run, set_params
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["prepare", "validate", "partition", "train@evaluator", "train@backbone",
-          "evaluate@evaluator", "evaluate@backbone", "publish@evaluator", "publish@backbone"]
+STAGES = ["prepare", "validate", "partition"] + [
+    f"{stage}@{model}" for stage in ("train", "evaluate", "publish") for model in ("evaluator", "backbone")]
 
 
 def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):

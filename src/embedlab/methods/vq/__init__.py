@@ -1,0 +1,1 @@
+"""Residual-VQ tokenizer and a masked prior over its tokens (ResGen-style)."""

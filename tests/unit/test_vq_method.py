@@ -1,0 +1,71 @@
+"""The vq method end to end on tiny settings: train, evaluate, export, publish."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from embedlab.params import Params, TrainerParams, VQParams, VQPriorParams, VQTokenizerParams
+from embedlab.paths import Paths
+
+TINY = VQParams(
+    tokenizer=VQTokenizerParams(hidden=16, latent_dim=8, num_quantizers=2, codebook_size=8, max_epochs=1, batch_size=128),
+    prior=VQPriorParams(width=16, layers=1, heads=2, mixtures=2, max_epochs=1, augment_copies=1, steps=2, batch_size=256),
+    eval_depths=[1, 2], samples_per_class=3, timing_depths=[1, 2], timing_samples=10,
+)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, digits_prepared):
+    from embedlab.data.prepare import write_prepared
+    from embedlab.methods.vq import method
+
+    paths = Paths(tmp_path_factory.mktemp("vq"))
+    write_prepared(digits_prepared, paths.prepared)
+    params = Params(trainer=TrainerParams(progress_bar=False), vq=TINY)
+    method.train(params, paths)
+    return params, paths
+
+
+def test_train_writes_all_three_parts(trained):
+    from embedlab.methods.vq.method import load_parts
+
+    _, paths = trained
+    tokenizer, resgen, ar, config = load_parts(paths.model_dir("vq"))
+    assert config["tokenizer"]["num_quantizers"] == 2 and set(config["epochs_run"]) == {"tokenizer", "resgen", "ar"}
+    # The prior's frozen codebooks are the tokenizer's own.
+    assert torch.allclose(resgen.codebooks, tokenizer.codebooks)
+    x = torch.rand(3, 1, 16, 16) * 2 - 1
+    assert tokenizer.tokenize(x).shape == (3, 16, 2)
+    assert (paths.dvclive("vq") / "resgen").is_dir()
+
+
+def test_evaluate_and_publish(trained, monkeypatch):
+    from embedlab.classifier import EvaluatorNet
+    from embedlab.methods.vq import method
+    from embedlab.registry import load_model, publish
+
+    params, paths = trained
+    torch.manual_seed(0)
+    evaluator = EvaluatorNet(num_classes=10, image_size=16, width=4, feature_dim=8).eval()
+    metrics = method.evaluate(params, paths, evaluator)
+    assert set(metrics["psnr"]) == {"d1", "d2"} and np.isfinite(metrics["psnr"]["d2"])
+    assert 0 < metrics["codebook_usage"] <= 1
+    assert metrics["bits_per_image"] == 16 * 2 * 3
+    for kind in ("resgen", "ar"):
+        assert np.isfinite(metrics["fd"][kind]) and 0 <= metrics["class_accuracy"][kind] <= 1
+        assert set(metrics["sampling_seconds"][kind]) == {"d1", "d2", "ratio_d2_d1"}
+    assert json.loads(paths.metrics("vq").read_text()) == metrics
+    for picture in ("reconstructions.png", "samples_resgen.png", "samples_ar.png", "psnr_vs_depth.png",
+                    "sampling_time_vs_depth.png"):
+        assert (paths.plots("vq") / picture).stat().st_size > 500, picture
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    receipt = publish("vq", method.export(params, paths), params, paths)
+    assert receipt["alias"] == "champion" and receipt["metric"] == "psnr.d2"
+    assert receipt["value"] == metrics["psnr"]["d2"]
+    champion = load_model("vq", "champion", paths=paths)
+    tokenizer, _, _, _ = method.load_parts(paths.model_dir("vq"))
+    x = torch.as_tensor(np.load(paths.prepared / "images.npy")[:4])
+    assert torch.allclose(torch.as_tensor(np.asarray(champion(x))), tokenizer.decode_indices(tokenizer.tokenize(x)), atol=1e-5)
