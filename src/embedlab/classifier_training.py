@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from embedlab.params import ClassifierParams
-from embedlab.training import random_shift
+from embedlab.training import adamw_cosine, random_shift
 
 
 class LitClassifier(L.LightningModule):
@@ -35,6 +35,4 @@ class LitClassifier(L.LightningModule):
         self.log("val_acc", (logits.argmax(1) == y).float().mean(), on_epoch=True, prog_bar=True)
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.net.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.max_epochs))
-        return {"optimizer": opt, "lr_scheduler": sched}
+        return adamw_cosine(self.net.parameters(), self.cfg.lr, self.cfg.weight_decay, self.max_epochs)

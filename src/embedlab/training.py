@@ -78,6 +78,12 @@ def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generato
     return shifted - 1.0
 
 
+def adamw_cosine(parameters, lr: float, weight_decay: float, max_epochs: int) -> dict:
+    """AdamW with a per-epoch cosine decay: what every model here returns from configure_optimizers."""
+    opt = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+    return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, max_epochs))}
+
+
 def make_trainer(
     trainer: TrainerParams,
     *,

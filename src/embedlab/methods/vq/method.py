@@ -145,7 +145,7 @@ def sample_images(tokenizer, prior, labels: torch.Tensor, prior_cfg, kind: str, 
             idx = prior.sample(y, steps=prior_cfg.steps, guidance=prior_cfg.guidance, temperature=prior_cfg.temperature)
         else:
             idx = prior.sample(y, guidance=prior_cfg.guidance, temperature=prior_cfg.temperature)
-        out.append(tokenizer.decode_indices(idx).clamp(-1, 1))
+        out.append(tokenizer.decode_indices(idx))
     return torch.cat(out)
 
 
@@ -183,7 +183,7 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     test_x, test_y = (torch.as_tensor(a) for a in data.split("test"))
     tokens = tokenize_all(tokenizer, test_x)
     depth = tokens.shape[-1]
-    recon = {d: tokenizer.decode_indices(tokens, d).clamp(-1, 1) for d in sorted(set(cfg.eval_depths) | {depth})}
+    recon = {d: tokenizer.decode_indices(tokens, d) for d in sorted(set(cfg.eval_depths) | {depth})}
     usage, perplexity, bits = codebook_stats(tokens, config["tokenizer"]["codebook_size"])
     positions = tokens.shape[1]
 
@@ -224,23 +224,19 @@ class _Reconstructor(torch.nn.Module):
     """The exported face of the tokenizer: images -> reconstruction at full depth.
 
     The quantiser library branches on its own state (k-means initialised yet?), which
-    torch.export cannot trace, so the exported graph quantises greedily against a snapshot
-    of the codebooks: the same codes the library picks in eval (tested)."""
+    torch.export cannot trace, so the exported graph quantises with `greedy_codes` against
+    a snapshot of the codebooks: the same codes the library picks in eval (tested)."""
 
     def __init__(self, tokenizer):
         super().__init__()
-        self.encoder, self.decoder, self.grid = tokenizer.encoder, tokenizer.decoder, tokenizer.grid
+        self.tokenizer = tokenizer
         self.register_buffer("codebooks", tokenizer.codebooks.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = self.encoder(x).flatten(2).transpose(1, 2)  # (B, L, C)
-        quantized = torch.zeros_like(residual)
-        for codes in self.codebooks:
-            dist = residual.pow(2).sum(-1, keepdim=True) + codes.pow(2).sum(-1) - 2 * residual @ codes.t()
-            chosen = codes[dist.clamp_min(1e-8).argmin(-1)]
-            quantized, residual = quantized + chosen, residual - chosen
-        grid = quantized.transpose(1, 2).reshape(len(x), -1, self.grid, self.grid)
-        return self.decoder(grid).clamp(-1.0, 1.0)
+        from embedlab.methods.vq.tokenizer import greedy_codes
+
+        _, quantized = greedy_codes(self.tokenizer.encode(x), self.codebooks)
+        return self.tokenizer.decode_latent(quantized)
 
 
 def export(params: Params, paths: Paths):

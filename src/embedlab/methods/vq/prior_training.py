@@ -6,6 +6,7 @@ import lightning as L
 import torch
 
 from embedlab.params import VQPriorParams
+from embedlab.training import adamw_cosine
 
 
 class LitPrior(L.LightningModule):
@@ -29,6 +30,4 @@ class LitPrior(L.LightningModule):
         self.log("val_loss", self.prior.loss(indices, labels), on_epoch=True, prog_bar=True)
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.prior.parameters(), lr=self.cfg.lr, weight_decay=0.01)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.max_epochs))
-        return {"optimizer": opt, "lr_scheduler": sched}
+        return adamw_cosine(self.prior.parameters(), self.cfg.lr, 0.01, self.max_epochs)

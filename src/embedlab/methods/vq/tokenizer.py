@@ -85,6 +85,26 @@ class Decoder(nn.Module):
         return self.net(z)
 
 
+def greedy_codes(residual: torch.Tensor, codebooks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Residual quantisation against codebooks (D', K, C): (indices (B, L, D'), summed codes).
+
+    Each depth takes the code nearest the current residual and subtracts it, which is what
+    ResidualVQ does in eval; the distance is computed the same way (float32,
+    |x|^2 + |y|^2 - 2 x.y) so near-ties resolve alike. Plain tensor ops, so torch.export
+    can trace it where the library's own forward (it branches on its init state) cannot."""
+    residual = residual.float()
+    quantized = torch.zeros_like(residual)
+    chosen = []
+    for codes in codebooks.float():
+        dist = residual.pow(2).sum(-1, keepdim=True) + codes.pow(2).sum(-1) - 2 * residual @ codes.t()
+        idx = dist.clamp_min(1e-8).argmin(-1)
+        quantized, residual = quantized + codes[idx], residual - codes[idx]
+        chosen.append(idx)
+    if not chosen:
+        return residual.new_zeros(*residual.shape[:-1], 0, dtype=torch.long), quantized
+    return torch.stack(chosen, dim=-1), quantized
+
+
 class RVQTokenizer(nn.Module):
     def __init__(
         self,
@@ -176,23 +196,9 @@ class RVQTokenizer(nn.Module):
 
     @torch.no_grad()
     def residual_quantize(self, residual: torch.Tensor, start_depth: int = 0) -> torch.Tensor:
-        """Greedy nearest-code indices (B, L, D - start_depth) for depths start_depth..D-1.
-
-        Each depth takes the code nearest the current residual and subtracts it, which is
-        what ResidualVQ does in eval; the distance is computed the same way (float32,
-        |x|^2 + |y|^2 - 2 x.y) so near-ties resolve alike."""
-        residual = residual.float()
-        codebooks = self.codebooks.float()
-        chosen = []
-        for depth in range(start_depth, self.depth):
-            codes = codebooks[depth]
-            dist = residual.pow(2).sum(-1, keepdim=True) + codes.pow(2).sum(-1) - 2 * residual @ codes.t()
-            idx = dist.clamp_min(1e-8).argmin(-1)
-            residual = residual - codes[idx]
-            chosen.append(idx)
-        if not chosen:
-            return residual.new_zeros(*residual.shape[:-1], 0, dtype=torch.long)
-        return torch.stack(chosen, dim=-1)
+        """Greedy nearest-code indices (B, L, D - start_depth) for depths start_depth..D-1,
+        what ResidualVQ does in eval (see `greedy_codes`)."""
+        return greedy_codes(residual, self.codebooks[start_depth:])[0]
 
     # ---- decode ------------------------------------------------------------------------
 

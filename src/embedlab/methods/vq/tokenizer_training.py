@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from embedlab.methods.vq.tokenizer import RVQTokenizer, psnr
 from embedlab.params import VQTokenizerParams
-from embedlab.training import random_shift
+from embedlab.training import adamw_cosine, random_shift
 
 
 class LitTokenizer(L.LightningModule):
@@ -48,6 +48,4 @@ class LitTokenizer(L.LightningModule):
         self.log("val_psnr_d1", psnr(coarse, x).mean(), on_epoch=True, batch_size=len(x))
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.tokenizer.parameters(), lr=self.cfg.lr, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.max_epochs))
-        return {"optimizer": opt, "lr_scheduler": sched}
+        return adamw_cosine(self.tokenizer.parameters(), self.cfg.lr, self.weight_decay, self.max_epochs)
