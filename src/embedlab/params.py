@@ -133,7 +133,8 @@ class VQPriorParams(Section):
     class_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     lr: float = Field(1e-3, gt=0.0, le=1.0)
     batch_size: int = Field(128, ge=1, le=65536)
-    max_epochs: int = Field(60, ge=1, le=10_000)
+    max_epochs: int = Field(60, ge=1, le=10_000)  # the ResGen prior
+    ar_max_epochs: int = Field(60, ge=1, le=10_000)  # the AR baseline (8x the tokens per image at D=8)
     patience: int = Field(8, ge=1)
     augment_copies: int = Field(4, ge=0, le=64)
     steps: int = Field(8, ge=1, le=1024)

@@ -357,3 +357,25 @@ def load_model(name: str, alias: str = CHAMPION, paths: Paths | None = None) -> 
                                 "pickled formats are never loaded")
         program = torch.export.load(_pickle_free_archive(archive))
     return LoadedModel(program.module(), name, int(version), alias)
+
+
+def download_bundle(name: str, dst: Path, alias: str = CHAMPION, paths: Paths | None = None) -> Path:
+    """The files a bundle carried beside its program (e.g. the vq method's config and weights
+    for tokenizer and priors: enough to encode, decode and sample), fetched from the run that
+    registered `embedlab-<name>@<alias>` into `dst`; returns the folder holding them."""
+    mlflow = _mlflow()
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_uri(paths or Paths())
+    model = registered_name(name)
+    try:
+        run_id = MlflowClient(tracking_uri=uri).get_model_version_by_alias(model, alias).run_id
+    except MlflowException as exc:
+        raise RegistryError(f"{model}@{alias} not found in {uri}: {exc.message}") from None
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="bundle", dst_path=str(dst),
+                                                        tracking_uri=uri))
+    except (MlflowException, OSError) as exc:
+        raise RegistryError(f"{model}@{alias} (run {run_id}) carries no bundle files: {exc}") from None

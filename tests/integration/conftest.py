@@ -18,6 +18,13 @@ TINY = {
     "trainer": {"progress_bar": False, "log_every_n_steps": 5},
     "evaluator": {"width": 8, "feature_dim": 16, "max_epochs": 2, "batch_size": 32, "lr": 0.005},
     "backbone": {"width": 4, "feature_dim": 8, "max_epochs": 1, "batch_size": 64},
+    "vq": {
+        "tokenizer": {"hidden": 16, "latent_dim": 8, "num_quantizers": 2, "codebook_size": 8, "max_epochs": 1,
+                      "batch_size": 128},
+        "prior": {"width": 16, "layers": 1, "heads": 2, "mixtures": 2, "max_epochs": 1, "augment_copies": 0,
+                  "steps": 2, "batch_size": 256},
+        "eval_depths": [1, 2], "samples_per_class": 2, "timing_depths": [1, 2], "timing_samples": 10,
+    },
 }
 
 

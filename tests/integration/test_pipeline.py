@@ -10,7 +10,7 @@ from .conftest import run, set_params
 pytestmark = pytest.mark.slow
 
 STAGES = ["prepare", "validate", "partition"] + [
-    f"{stage}@{model}" for stage in ("train", "evaluate", "publish") for model in ("evaluator", "backbone")]
+    f"{stage}@{model}" for stage in ("train", "evaluate", "publish") for model in ("evaluator", "backbone", "vq")]
 
 
 def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
@@ -44,6 +44,18 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     champion = load_model("evaluator", "champion", paths=paths)
     local = load_classifier(paths.model_dir("evaluator"))
     assert torch.allclose(torch.as_tensor(np.asarray(champion(x))), local(x), atol=1e-5)
+
+    # The vq bundle: published on psnr at the tokenizer's full depth, and the registered
+    # program reconstructs test images exactly as the trained tokenizer does.
+    vq_metrics = json.loads((repo_copy / "metrics/vq.json").read_text())
+    vq_receipt = json.loads((repo_copy / "registry/vq.json").read_text())
+    assert vq_receipt["name"] == "embedlab-vq" and vq_receipt["metric"] == "psnr.d2"
+    assert vq_receipt["value"] == vq_metrics["psnr"]["d2"]
+    from embedlab.methods.vq.method import load_parts
+
+    tokenizer = load_parts(paths.model_dir("vq"))[0]
+    expected = tokenizer.decode_indices(tokenizer.tokenize(x))
+    assert torch.allclose(torch.as_tensor(np.asarray(load_model("vq", "champion", paths=paths)(x))), expected, atol=1e-4)
 
     second = run(["dvc", "repro"], repo_copy)
     assert "Running stage" not in second.stdout

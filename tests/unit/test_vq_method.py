@@ -41,7 +41,7 @@ def test_train_writes_all_three_parts(trained):
     assert (paths.dvclive("vq") / "resgen").is_dir()
 
 
-def test_evaluate_and_publish(trained, monkeypatch):
+def test_evaluate_and_publish(trained, monkeypatch, tmp_path):
     from embedlab.classifier import EvaluatorNet
     from embedlab.methods.vq import method
     from embedlab.registry import load_model, publish
@@ -69,3 +69,12 @@ def test_evaluate_and_publish(trained, monkeypatch):
     tokenizer, _, _, _ = method.load_parts(paths.model_dir("vq"))
     x = torch.as_tensor(np.load(paths.prepared / "images.npy")[:4])
     assert torch.allclose(torch.as_tensor(np.asarray(champion(x))), tokenizer.decode_indices(tokenizer.tokenize(x)), atol=1e-5)
+
+    # The bundle's files are enough to sample: config + weights of tokenizer and both priors.
+    from embedlab.registry import download_bundle
+
+    folder = download_bundle("vq", tmp_path / "bundle", paths=paths)
+    tok2, resgen2, ar2, _ = method.load_parts(folder)
+    assert torch.equal(tok2.codebooks, tokenizer.codebooks)
+    samples = method.sample_images(tok2, resgen2, torch.tensor([0, 1]), params.vq.prior, "resgen")
+    assert samples.shape == (2, 1, 16, 16) and samples.abs().max() <= 1

@@ -115,11 +115,11 @@ class OracleResGen(ResGenPrior):
     def forward(self, known, counts, labels):
         self.calls += 1
         half = labels.shape[0] // 2  # conditional rows first, then the same rows with the null class
-        truth = self.code_vectors(self.table[labels[:half]]).repeat(2, 1, 1, 1) / self.scale
+        truth = self.code_vectors(self.table[labels[:half]]).repeat(2, 1, 1, 1)
         masked = masked_depths(counts, self.depth).unsqueeze(-1)
-        assert torch.allclose(known, (truth * ~masked).sum(2), atol=1e-5)
+        assert torch.allclose(known, (truth * ~masked).sum(2) / self.scale, atol=1e-5)
         self.checked += 1
-        mean = (truth * masked).sum(2)
+        mean = (truth * masked).sum(2) / self.target_scale(counts)  # the units the prior predicts in
         shape = (*mean.shape[:2], self.mixtures)
         log_scales = torch.full((*shape, self.code_dim), LOG_SCALE_MIN)
         return torch.zeros(shape), mean.unsqueeze(2).expand(*shape, -1), log_scales
@@ -134,6 +134,22 @@ def test_resgen_sampling_with_an_oracle_network_reproduces_the_tokens():
     labels = torch.tensor([3, 0, 1, 2, 2, 1])
     assert torch.equal(oracle.sample(labels, steps=4, guidance=3.0), table[labels])
     assert oracle.checked == 4
+
+
+def test_target_scale_is_the_rms_of_the_masked_sum_at_every_count():
+    gen = torch.Generator().manual_seed(0)
+    depth, size, dim = 4, 64, 8
+    codebooks = torch.randn(depth, size, dim, generator=gen) * torch.tensor([1.0, 0.3, 0.1, 0.03])[:, None, None]
+    prior = ResGenPrior(codebooks, num_positions=2, **TINY)
+    codes = torch.randint(0, size, (20000, 2, depth), generator=gen)
+    vectors = prior.code_vectors(codes)
+    for count in range(1, depth + 1):
+        counts = torch.full((20000, 2), count)
+        target = (vectors * masked_depths(counts, depth).unsqueeze(-1)).sum(2)
+        rms = target.pow(2).mean().sqrt()
+        assert prior.target_scale(counts)[0, 0, 0] == pytest.approx(rms.item(), rel=0.03), count
+    # a finest-depth-only target is far smaller than a fully masked one: one unit would not fit both
+    assert prior.target_scale(torch.tensor([[1, 4]])).squeeze().tolist()[0] < 0.05 * prior.target_scale(torch.tensor([[4]])).item()
 
 
 def test_resgen_state_dict_is_plain_tensors_for_safetensors():

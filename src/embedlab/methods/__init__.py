@@ -14,8 +14,7 @@ import importlib
 MODELS: dict[str, str] = {
     "evaluator": "embedlab.classifier_stages:EVALUATOR",
     "backbone": "embedlab.classifier_stages:BACKBONE",
-    # "vq": "embedlab.methods.vq.method" joins (with a vars.models entry in dvc.yaml) once
-    # its default training fits the 12-minute budget: issue 7, in progress.
+    "vq": "embedlab.methods.vq.method",
 }
 
 

@@ -68,11 +68,12 @@ def tokenize_all(tokenizer, images: torch.Tensor, batch_size: int = 512) -> torc
     return torch.cat([tokenizer.tokenize(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
-def _fit(lit, params: Params, paths: Paths, part: str, cfg, monitor: str, mode: str, train, val, seed: int):
+def _fit(lit, params: Params, paths: Paths, part: str, cfg, monitor: str, mode: str, train, val, seed: int,
+         max_epochs: int | None = None):
     from embedlab.training import TensorBatches, load_best_weights, make_trainer
 
     trainer, _ = make_trainer(
-        params.trainer, name=f"{NAME}-{part}", max_epochs=cfg.max_epochs, seed=seed,
+        params.trainer, name=f"{NAME}-{part}", max_epochs=max_epochs or cfg.max_epochs, seed=seed,
         live_dir=paths.dvclive(NAME) / part, checkpoint_dir=paths.model_dir(NAME) / "checkpoints" / part,
         monitor=monitor, mode=mode, patience=cfg.patience,
     )
@@ -82,45 +83,67 @@ def _fit(lit, params: Params, paths: Paths, part: str, cfg, monitor: str, mode: 
     return trainer.current_epoch
 
 
-def train(params: Params, paths: Paths) -> None:
-    from embedlab.data.prepare import read_prepared
-    from embedlab.methods.vq.prior_training import LitPrior
+def train_tokenizer(params: Params, paths: Paths, config: dict, split: dict):
+    """Fit the RVQ tokenizer on the train images, early-stopped on validation PSNR."""
     from embedlab.methods.vq.tokenizer_training import LitTokenizer
-    from embedlab.training import random_shift, resolve_device
 
     cfg = params.vq
+    torch.manual_seed(cfg.seed)
+    tokenizer, _, _ = build_parts(config)
+    lit = LitTokenizer(tokenizer, cfg.tokenizer, cfg.tokenizer.max_epochs, seed=cfg.seed)
+    epochs = _fit(lit, params, paths, "tokenizer", cfg.tokenizer, "val_psnr", "max",
+                  (split["train"][0],), (split["val"][0],), cfg.seed)
+    return lit.tokenizer.eval(), epochs
+
+
+def prior_data(tokenizer, params: Params, split: dict):
+    """Token sequences for the priors: the train images plus `augment_copies` shifted copies
+    (without them both priors overfit within a few epochs), and the validation images."""
+    from embedlab.training import random_shift
+
+    cfg = params.vq
+    gen = torch.Generator().manual_seed(cfg.seed)
+    train_x, train_y = split["train"]
+    copies = [train_x] + [random_shift(train_x, 1, gen) for _ in range(cfg.prior.augment_copies)]
+    train = (tokenize_all(tokenizer, torch.cat(copies)), train_y.repeat(len(copies)))
+    val = (tokenize_all(tokenizer, split["val"][0]), split["val"][1])
+    return train, val
+
+
+def train_prior(prior, part: str, params: Params, paths: Paths, train, val) -> int:
+    """Fit one prior (resgen or ar) in place, early-stopped on validation likelihood."""
+    from embedlab.methods.vq.prior_training import LitPrior
+
+    cfg = params.vq
+    epochs = cfg.prior.ar_max_epochs if part == "ar" else cfg.prior.max_epochs
+    torch.manual_seed(cfg.seed)
+    lit = LitPrior(prior, cfg.prior, epochs)
+    return _fit(lit, params, paths, part, cfg.prior, "val_loss", "min", train, val, cfg.seed, max_epochs=epochs)
+
+
+def save_parts(model_dir: Path, config: dict, parts: dict, epochs: dict) -> None:
+    for part, module in parts.items():
+        save_weights(module, Path(model_dir) / f"{part}.safetensors")
+    (Path(model_dir) / "config.json").write_text(json.dumps({**config, "epochs_run": epochs}, indent=2) + "\n")
+
+
+def train(params: Params, paths: Paths) -> None:
+    from embedlab.data.prepare import read_prepared
+    from embedlab.training import resolve_device
+
     data = read_prepared(paths.prepared)
     device = resolve_device(params.trainer)
     config = _configs(params, data.meta)
     split = {s: tuple(torch.as_tensor(a, device=device) for a in data.split(s)) for s in ("train", "val")}
 
-    torch.manual_seed(cfg.seed)
-    tokenizer, _, _ = build_parts(config)
-    lit_tok = LitTokenizer(tokenizer, cfg.tokenizer, cfg.tokenizer.max_epochs, seed=cfg.seed)
-    epochs = {"tokenizer": _fit(lit_tok, params, paths, "tokenizer", cfg.tokenizer, "val_psnr", "max",
-                                (split["train"][0],), (split["val"][0],), cfg.seed)}
-    tokenizer = lit_tok.tokenizer.to(device).eval()
-
-    # Shifted copies of the training images give the priors more token sequences to learn
-    # from; without them both overfit within a few epochs (validation likelihood rises).
-    gen = torch.Generator().manual_seed(cfg.seed)
-    train_x, train_y = split["train"]
-    copies = [train_x] + [random_shift(train_x, 1, gen) for _ in range(cfg.prior.augment_copies)]
-    train_tokens = tokenize_all(tokenizer, torch.cat(copies))
-    train_labels = train_y.repeat(len(copies))
-    val_tokens, val_labels = tokenize_all(tokenizer, split["val"][0]), split["val"][1]
-
+    tokenizer, tok_epochs = train_tokenizer(params, paths, config, split)
+    tokenizer = tokenizer.to(device)
+    train_tokens, val_tokens = prior_data(tokenizer, params, split)
     _, resgen, ar = build_parts(config, codebooks=tokenizer.codebooks.detach().cpu())
+    epochs = {"tokenizer": tok_epochs}
     for part, prior in (("resgen", resgen), ("ar", ar)):
-        torch.manual_seed(cfg.seed)
-        lit = LitPrior(prior.to(device), cfg.prior, cfg.prior.max_epochs)
-        epochs[part] = _fit(lit, params, paths, part, cfg.prior, "val_loss", "min",
-                            (train_tokens, train_labels), (val_tokens, val_labels), cfg.seed)
-
-    model_dir = paths.model_dir(NAME)
-    for part, module in (("tokenizer", tokenizer), ("resgen", resgen), ("ar", ar)):
-        save_weights(module, model_dir / f"{part}.safetensors")
-    (model_dir / "config.json").write_text(json.dumps({**config, "epochs_run": epochs}, indent=2) + "\n")
+        epochs[part] = train_prior(prior.to(device), part, params, paths, train_tokens, val_tokens)
+    save_parts(paths.model_dir(NAME), config, {"tokenizer": tokenizer, "resgen": resgen, "ar": ar}, epochs)
 
 
 def codebook_stats(tokens: torch.Tensor, codebook_size: int) -> tuple[list[float], list[float], list[float]]:
@@ -211,10 +234,11 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
         "default_depth": depth,
         "samples_per_class": cfg.samples_per_class,
     }
+    hi = max(cfg.timing_depths)
     for kind in ("resgen", "ar"):
         times = metrics["sampling_seconds"][kind]
-        lo, hi = f"d{min(cfg.timing_depths)}", f"d{max(cfg.timing_depths)}"
-        metrics["sampling_seconds"][kind][f"ratio_{hi}_{lo}"] = round(times[hi] / times[lo], 3)
+        for lo in sorted(set(cfg.timing_depths) - {hi}):
+            times[f"ratio_d{hi}_d{lo}"] = round(times[f"d{hi}"] / times[f"d{lo}"], 3)
     write_plots(paths.plots(NAME), test_x, recon, samples, labels, metrics, k)
     write_json_atomic(paths.metrics(NAME), metrics)
     return metrics

@@ -13,9 +13,10 @@ class LitPrior(L.LightningModule):
     """Any prior with `loss(indices, labels) -> scalar`; early stopping watches val_loss,
     the held-out likelihood, since both priors overfit a 1,259-image training set fast."""
 
-    def __init__(self, prior: torch.nn.Module, cfg: VQPriorParams, max_epochs: int):
+    def __init__(self, prior: torch.nn.Module, cfg: VQPriorParams, max_epochs: int, val_draws: int = 4):
         super().__init__()
         self.prior = prior
+        self.val_draws = val_draws
         self.cfg = cfg
         self.max_epochs = max_epochs
 
@@ -26,8 +27,14 @@ class LitPrior(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
+        # ResGen's loss draws mask ratios and orders at random: the same draws every epoch
+        # (forked RNG, fixed seed), averaged over a few, keep early stopping off the noise.
         indices, labels = batch
-        self.log("val_loss", self.prior.loss(indices, labels), on_epoch=True, prog_bar=True)
+        devices = [indices.device] if indices.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(batch_idx)
+            loss = torch.stack([self.prior.loss(indices, labels) for _ in range(self.val_draws)]).mean()
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(labels))
 
     def configure_optimizers(self):
         return adamw_cosine(self.prior.parameters(), self.cfg.lr, 0.01, self.max_epochs)
