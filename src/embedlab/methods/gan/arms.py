@@ -100,27 +100,32 @@ def train_arm(arm: str, make_gen: Callable[[], nn.Module], make_disc: Callable[[
                                                  + L.dlle_loss(disc, fake, L.mild_augment(fake, **aug)))
         if spec.disomap:
             d_loss = d_loss + cfg.lambda_disomap * L.disomap_loss(disc, real, fake, cfg.disomap_distance, data_gen)
-        if buffers is not None:
-            d_loss = d_loss + L.entropy_loss(real_out, buffers["real"], sigma)
-            buffers["real"].push(real_out)
-        opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
+        _update(opt_d, _with_entropy(d_loss, real_out, buffers and buffers["real"], sigma))
 
         fake_out = disc(gen(torch.randn(cfg.batch_size, gen.z_dim)))
-        g_loss = adversarial_g(fake_out)
-        if buffers is not None:
-            g_loss = g_loss + L.entropy_loss(fake_out, buffers["fake"], sigma)
-            buffers["fake"].push(fake_out)
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
+        g_loss = _with_entropy(adversarial_g(fake_out), fake_out, buffers and buffers["fake"], sigma)
+        _update(opt_g, g_loss)
         history["d_loss"].append(float(d_loss.detach()))
         history["g_loss"].append(float(g_loss.detach()))
         if progress is not None:
             progress(step, {"d_loss": history["d_loss"][-1], "g_loss": history["g_loss"][-1]})
     history["seconds"] = time.perf_counter() - start
     return gen.eval(), history
+
+
+def _with_entropy(loss: Tensor, embeddings: Tensor, buffer: L.ReplayBuffer | None, sigma: float) -> Tensor:
+    """loss + the entropy term against `buffer`, which then takes this batch (no-op without one)."""
+    if buffer is None:
+        return loss
+    loss = loss + L.entropy_loss(embeddings, buffer, sigma)
+    buffer.push(embeddings)
+    return loss
+
+
+def _update(opt: torch.optim.Optimizer, loss: Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
 
 
 @torch.no_grad()
