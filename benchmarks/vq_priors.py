@@ -34,8 +34,6 @@ def main() -> None:
 
     from embedlab.classifier import load_classifier
     from embedlab.data.prepare import read_prepared
-    from embedlab.evaluation import class_accuracy, predict
-    from embedlab.evaluation.fid import frechet_distance
     from embedlab.methods.vq import method
     from embedlab.params import load_params
     from embedlab.paths import Paths
@@ -64,8 +62,7 @@ def main() -> None:
                 torch.manual_seed(seed)
                 images = method.sample_images(tokenizer, prior.eval(), labels, params.vq.prior, part)
                 row = {"seed": seed, "prior": part, "epochs": epochs, "train_seconds": round(seconds, 1),
-                       "fd": round(frechet_distance(test_x, images, evaluator), 3),
-                       "class_accuracy": round(class_accuracy(predict(evaluator, images)[0], labels), 4)}
+                       **method.score_samples(images, labels, test_x, evaluator)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
 

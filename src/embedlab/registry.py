@@ -332,22 +332,38 @@ class LoadedModel:
         return f"LoadedModel({registered_name(self.name)} v{self.version} @{self.alias})"
 
 
-def load_model(name: str, alias: str = CHAMPION, paths: Paths | None = None) -> LoadedModel:
-    mlflow = _mlflow()
-    import torch
-    from mlflow import MlflowClient
+@contextmanager
+def _missing_is_registry_error(model: str, alias: str, uri: str):
     from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        raise RegistryError(f"{model}@{alias} not found in {uri}: {exc.message}") from None
+
+
+def _version_by_alias(name: str, alias: str, paths: Paths | None):
+    """(client, tracking uri, registered name, ModelVersion) for `embedlab-<name>@<alias>`,
+    resolved once (the alias may move meanwhile); a missing one is a RegistryError."""
+    _mlflow()
+    from mlflow import MlflowClient
 
     uri = tracking_uri(paths or Paths())
     model = registered_name(name)
     client = MlflowClient(tracking_uri=uri)
-    try:
-        # Resolve the alias once, then fetch that version: the alias may move meanwhile.
-        version = client.get_model_version_by_alias(model, alias).version
+    with _missing_is_registry_error(model, alias, uri):
+        return client, uri, model, client.get_model_version_by_alias(model, alias)
+
+
+def load_model(name: str, alias: str = CHAMPION, paths: Paths | None = None) -> LoadedModel:
+    mlflow = _mlflow()
+    import torch
+
+    client, uri, model, found = _version_by_alias(name, alias, paths)
+    version = found.version
+    with _missing_is_registry_error(model, alias, uri):
         # A models:/ URI would be resolved against MLflow's global registry URI, not `uri`.
         source = client.get_model_version_download_uri(model, version)
-    except MlflowException as exc:
-        raise RegistryError(f"{model}@{alias} not found in {uri}: {exc.message}") from None
     with tempfile.TemporaryDirectory(prefix="embedlab-registry-") as scratch:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=scratch,
                                                          tracking_uri=uri))
@@ -364,15 +380,10 @@ def download_bundle(name: str, dst: Path, alias: str = CHAMPION, paths: Paths | 
     for tokenizer and priors: enough to encode, decode and sample), fetched from the run that
     registered `embedlab-<name>@<alias>` into `dst`; returns the folder holding them."""
     mlflow = _mlflow()
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    uri = tracking_uri(paths or Paths())
-    model = registered_name(name)
-    try:
-        run_id = MlflowClient(tracking_uri=uri).get_model_version_by_alias(model, alias).run_id
-    except MlflowException as exc:
-        raise RegistryError(f"{model}@{alias} not found in {uri}: {exc.message}") from None
+    _, uri, model, found = _version_by_alias(name, alias, paths)
+    run_id = found.run_id
     Path(dst).mkdir(parents=True, exist_ok=True)
     try:
         return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="bundle", dst_path=str(dst),

@@ -30,10 +30,19 @@ def class_accuracy(probs: torch.Tensor, requested: torch.Tensor | np.ndarray) ->
     return float((probs.argmax(dim=1) == requested).float().mean())
 
 
+def mode_histogram(predicted: torch.Tensor | np.ndarray, num_modes: int) -> np.ndarray:
+    """(K,) counts per mode (class). Negative entries mean "no mode" (e.g. a 2-D sample
+    farther than 3 std from every Gaussian) and are left out."""
+    predicted = np.asarray(predicted)
+    return np.bincount(predicted[predicted >= 0], minlength=num_modes)[:num_modes]
+
+
 def class_histogram_kl(predicted: torch.Tensor | np.ndarray, num_classes: int) -> float:
     """KL(histogram of predicted classes || uniform): 0 when every class is equally frequent,
-    log(K) when all samples fall in one class."""
-    counts = np.bincount(np.asarray(predicted), minlength=num_classes)[:num_classes].astype(np.float64)
+    log(K) when all samples fall in one class, and log(K) too when none has a mode."""
+    counts = mode_histogram(predicted, num_classes).astype(np.float64)
+    if counts.sum() == 0:
+        return float(np.log(num_classes))
     p = counts / counts.sum()
     nz = p > 0
     return float(np.sum(p[nz] * np.log(p[nz] * num_classes)))
@@ -41,8 +50,7 @@ def class_histogram_kl(predicted: torch.Tensor | np.ndarray, num_classes: int) -
 
 def count_modes(predicted: torch.Tensor | np.ndarray, num_modes: int, min_count: int = 1) -> int:
     """Modes (classes) that receive at least `min_count` samples."""
-    counts = np.bincount(np.asarray(predicted), minlength=num_modes)[:num_modes]
-    return int((counts >= min_count).sum())
+    return int((mode_histogram(predicted, num_modes) >= min_count).sum())
 
 
 def confusion_matrix(actual: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:

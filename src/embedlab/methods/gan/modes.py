@@ -2,11 +2,13 @@
 
 - `ring_modes` (8 on a circle) and `grid_modes` (25 on a 5 x 5 grid), sampled by
   `sample_mixture`; a generated point belongs to its nearest mode if it lies within
-  3 std of it (`assign_modes`). Modes covered = modes with at least `min_count` points;
-  high quality = the share of points within 3 std of some mode.
+  3 std of it (`assign_modes`, -1 otherwise); high quality = the share of points within
+  3 std of some mode.
 - Stacked digits: three independent digits in three channels (1,000 modes, `stack_digits`);
   a sample's mode is the triple of per-channel classes (`triple_modes`).
-- `mode_kl`: KL divergence of the mode histogram to uniform (0 when every mode is equally hit).
+
+Modes covered and the KL of the mode histogram to uniform are the shared
+`embedlab.evaluation.count_modes` and `class_histogram_kl`, which leave -1 out.
 """
 
 from __future__ import annotations
@@ -41,27 +43,8 @@ def assign_modes(points: Tensor, centres: Tensor, std: float) -> Tensor:
     return torch.where(nearest.values <= 3 * std, nearest.indices, torch.full_like(nearest.indices, -1))
 
 
-def mode_histogram(modes: Tensor | np.ndarray, num_modes: int) -> np.ndarray:
-    modes = np.asarray(modes)
-    return np.bincount(modes[modes >= 0], minlength=num_modes)[:num_modes]
-
-
-def modes_covered(modes: Tensor | np.ndarray, num_modes: int, min_count: int = 1) -> int:
-    return int((mode_histogram(modes, num_modes) >= min_count).sum())
-
-
 def high_quality_fraction(modes: Tensor | np.ndarray) -> float:
     return float((np.asarray(modes) >= 0).mean())
-
-
-def mode_kl(modes: Tensor | np.ndarray, num_modes: int) -> float:
-    """KL(p || uniform) of the histogram of assigned modes (unassigned samples left out)."""
-    counts = mode_histogram(modes, num_modes).astype(np.float64)
-    if counts.sum() == 0:
-        return float(math.log(num_modes))
-    p = counts / counts.sum()
-    nz = p > 0
-    return float((p[nz] * np.log(p[nz] * num_modes)).sum())
 
 
 def stack_digits(images: Tensor, labels: Tensor, n: int, generator: torch.Generator | None = None):

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from embedlab.methods.vq.prior import KVCache, Transformer, evaluating
+from embedlab.methods.vq.prior import KVCache, Transformer
+from embedlab.methods.vq.tokenizer import evaluating
 
 
 class ARPrior(nn.Module):

@@ -159,17 +159,27 @@ def codebook_stats(tokens: torch.Tensor, codebook_size: int) -> tuple[list[float
     return usage, perplexity, bits
 
 
+def sample_indices(prior, kind: str, labels: torch.Tensor, prior_cfg) -> torch.Tensor:
+    """Class-conditional token indices (B, L, D) from either prior with the params' guidance
+    and temperature; ResGen also takes its S steps."""
+    steps = {"steps": prior_cfg.steps} if kind == "resgen" else {}
+    return prior.sample(labels, guidance=prior_cfg.guidance, temperature=prior_cfg.temperature, **steps)
+
+
 @torch.no_grad()
 def sample_images(tokenizer, prior, labels: torch.Tensor, prior_cfg, kind: str, batch_size: int = 500) -> torch.Tensor:
-    out = []
-    for i in range(0, len(labels), batch_size):
-        y = labels[i : i + batch_size]
-        if kind == "resgen":
-            idx = prior.sample(y, steps=prior_cfg.steps, guidance=prior_cfg.guidance, temperature=prior_cfg.temperature)
-        else:
-            idx = prior.sample(y, guidance=prior_cfg.guidance, temperature=prior_cfg.temperature)
-        out.append(tokenizer.decode_indices(idx))
-    return torch.cat(out)
+    return torch.cat([tokenizer.decode_indices(sample_indices(prior, kind, labels[i : i + batch_size], prior_cfg))
+                      for i in range(0, len(labels), batch_size)])
+
+
+def score_samples(images: torch.Tensor, labels: torch.Tensor, real: torch.Tensor, evaluator) -> dict[str, float]:
+    """What evaluate@vq reports per prior: Fréchet distance to `real` in evaluator features,
+    and the share of samples the evaluator assigns to their requested class."""
+    from embedlab.evaluation import class_accuracy, predict
+    from embedlab.evaluation.fid import frechet_distance
+
+    return {"fd": round(frechet_distance(real, images, evaluator), 3),
+            "class_accuracy": round(class_accuracy(predict(evaluator, images)[0], labels), 4)}
 
 
 @torch.no_grad()
@@ -184,10 +194,7 @@ def sampling_seconds(config: dict, cfg, depth: int, n: int) -> dict[str, float]:
     timings = {}
     for kind, prior in (("resgen", resgen.eval()), ("ar", ar.eval())):
         start = time.perf_counter()
-        if kind == "resgen":
-            prior.sample(labels, steps=cfg.steps, guidance=cfg.guidance, temperature=cfg.temperature)
-        else:
-            prior.sample(labels, guidance=cfg.guidance, temperature=cfg.temperature)
+        sample_indices(prior, kind, labels, cfg)
         timings[kind] = round((time.perf_counter() - start) * 1000 / n, 3)
     return timings
 
@@ -195,7 +202,6 @@ def sampling_seconds(config: dict, cfg, depth: int, n: int) -> dict[str, float]:
 @torch.no_grad()
 def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     from embedlab.data.prepare import read_prepared
-    from embedlab.evaluation import class_accuracy, predict
     from embedlab.evaluation.fid import frechet_distance
     from embedlab.methods.vq.plots import write_plots
     from embedlab.methods.vq.tokenizer import psnr
@@ -215,7 +221,7 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     labels = torch.arange(k).repeat_interleave(cfg.samples_per_class)
     samples = {kind: sample_images(tokenizer, prior, labels, cfg.prior, kind) for kind, prior in
                (("resgen", resgen), ("ar", ar))}
-    scored = {kind: predict(evaluator, imgs)[0] for kind, imgs in samples.items()}
+    scores = {kind: score_samples(imgs, labels, test_x, evaluator) for kind, imgs in samples.items()}
 
     timing = {f"d{d}": sampling_seconds(config, cfg.prior, d, cfg.timing_samples) for d in cfg.timing_depths}
     metrics = {
@@ -226,10 +232,10 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
         "bits_per_image": positions * depth * math.log2(config["tokenizer"]["codebook_size"]),
         "bits_per_image_entropy": round(positions * sum(bits), 1),
         "fd": {
-            **{kind: round(frechet_distance(test_x, imgs, evaluator), 3) for kind, imgs in samples.items()},
+            **{kind: s["fd"] for kind, s in scores.items()},
             "reconstruction": round(frechet_distance(test_x, recon[depth], evaluator), 3),
         },
-        "class_accuracy": {kind: round(class_accuracy(p, labels), 4) for kind, p in scored.items()},
+        "class_accuracy": {kind: s["class_accuracy"] for kind, s in scores.items()},
         "sampling_seconds": {kind: {d: t[kind] for d, t in timing.items()} for kind in ("resgen", "ar")},
         "default_depth": depth,
         "samples_per_class": cfg.samples_per_class,

@@ -15,13 +15,14 @@ by at most one between positions, in training exactly as in sampling.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
+
+from embedlab.methods.vq.tokenizer import evaluating
 
 # Hard bounds on predicted log-scales, in units of the target's expected RMS (`target_scale`):
 # the lower one keeps the density finite when a target is predicted exactly; the upper one
@@ -94,17 +95,6 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.length += x.shape[1]
         return self.norm(x)
-
-
-@contextmanager
-def evaluating(module: nn.Module):
-    """Eval mode (no dropout) for sampling, then the caller's mode back, even on error."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield module
-    finally:
-        module.train(was_training)
 
 
 # --- mixture of Gaussians, masking order, residual quantiser ---

@@ -12,6 +12,7 @@ decode_indices) works from its codebooks directly, batched over all positions at
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 from einops import rearrange
@@ -23,6 +24,18 @@ def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> torch.Ten
     """Per-image PSNR in dB for images in [-1, 1] (peak-to-peak 2)."""
     mse = (x.float() - y.float()).pow(2).flatten(1).mean(1)
     return 10.0 * torch.log10(data_range**2 / mse.clamp_min(1e-10))
+
+
+@contextmanager
+def evaluating(module: nn.Module):
+    """Eval mode (no dropout, no codebook updates) for the block, then the caller's mode
+    back, even on error."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -168,12 +181,8 @@ class RVQTokenizer(nn.Module):
     @torch.no_grad()
     def tokenize(self, x: torch.Tensor) -> torch.Tensor:
         """Indices (B, L, D) at full depth; leaves the codebooks untouched."""
-        was_training = self.rvq.training
-        self.rvq.eval()
-        try:
+        with evaluating(self.rvq):
             return self.rvq(self.encode(x))[1]
-        finally:
-            self.rvq.train(was_training)
 
     # ---- codes -------------------------------------------------------------------------
 
