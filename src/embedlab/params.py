@@ -161,6 +161,76 @@ class VQParams(Section):
         return self
 
 
+GANArm = Literal["dcgan", "maf", "maf+disomap", "maf+disomap+dlle", "mee"]
+ALL_GAN_ARMS = ["dcgan", "maf", "maf+disomap", "maf+disomap+dlle", "mee"]
+
+
+class GANLossParams(Section):
+    """MaF / MEE terms, shared by every benchmark."""
+
+    embedding_dim: int = Field(16, ge=1, le=1024)  # m, the embedding discriminator's output
+    maf_form: Literal["linear", "nonsaturating"] = "nonsaturating"
+    maf_scale: float = Field(16.0, gt=0.0, le=1000.0)  # nonsaturating form: softplus(scale * mean_k D_k)
+    lambda_dlle: float = Field(0.1, ge=0.0, le=1000.0)
+    lambda_disomap: float = Field(1.0, ge=0.0, le=1000.0)
+    disomap_distance: Literal["mse", "cosine"] = "mse"
+    sigma_sweep: list[float] = Field(default_factory=lambda: [0.03, 0.1, 0.3], min_length=1)
+    sigma_ramp: float = Field(0.25, ge=0.0, le=1.0)  # share of the steps over which sigma ramps up
+    buffer_size: int = Field(1024, ge=1, le=1_000_000)
+
+
+class GANToyParams(Section):
+    """The 2-D mixtures: a ring of 8 and a 5 x 5 grid of Gaussians, MLP nets."""
+
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
+    arms: list[GANArm] = Field(default_factory=lambda: list(ALL_GAN_ARMS), min_length=1)
+    steps: int = Field(1500, ge=1, le=10_000_000)
+    batch_size: int = Field(128, ge=2, le=65536)
+    hidden: int = Field(64, ge=4, le=4096)
+    layers: int = Field(3, ge=1, le=16)
+    z_dim: int = Field(8, ge=1, le=1024)
+    input_scale: float = Field(1.0, gt=0.0, le=1000.0)
+    lr: float = Field(5e-4, gt=0.0, le=1.0)
+    betas: tuple[float, float] = (0.5, 0.999)
+    ring_radius: float = Field(2.0, gt=0.0)
+    ring_std: float = Field(0.1, gt=0.0)
+    grid_spacing: float = Field(2.0, gt=0.0)
+    grid_std: float = Field(0.1, gt=0.0)
+    aug_noise: float = Field(0.01, ge=0.0)  # DLLE's "mild augmentation" of a point
+    eval_samples: int = Field(2500, ge=1, le=10_000_000)
+    selection_seed: int = Field(100, ge=0)  # the sigma sweep's runs: not one of the reported seeds
+
+
+class GANImageParams(Section):
+    """Stacked digits (weakened and full-capacity D) and plain digits, conv nets."""
+
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    arms: list[GANArm] = Field(default_factory=lambda: list(ALL_GAN_ARMS), min_length=1)  # weakened-D stacked
+    compare_arms: list[GANArm] = Field(default_factory=lambda: ["dcgan", "maf", "mee"], min_length=1)  # full D, digits
+    full_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)  # full-capacity stacked (a reference)
+    selection_seed: int = Field(100, ge=0)  # the sigma sweep's run: not one of the reported seeds
+    steps: int = Field(800, ge=1, le=10_000_000)
+    batch_size: int = Field(64, ge=2, le=65536)
+    z_dim: int = Field(32, ge=1, le=1024)
+    gen_width: int = Field(16, ge=1, le=1024)
+    disc_width: int = Field(16, ge=1, le=1024)  # full capacity
+    weak_disc_width: int = Field(4, ge=1, le=1024)  # the weakened D (PacGAN / VEEGAN protocol)
+    lr: float = Field(2e-4, gt=0.0, le=1.0)
+    betas: tuple[float, float] = (0.5, 0.999)
+    aug_shift: float = Field(1.0, ge=0.0, le=8.0)
+    aug_degrees: float = Field(10.0, ge=0.0, le=45.0)
+    aug_noise: float = Field(0.05, ge=0.0, le=1.0)
+    eval_samples: int = Field(10_000, ge=10, le=10_000_000)  # stacked samples per generator (1,000 modes)
+    fd_samples: int = Field(2000, ge=2, le=10_000_000)  # plain-digit samples per generator for the FD
+
+
+class GANParams(Section):
+    loss: GANLossParams = GANLossParams()
+    toy: GANToyParams = GANToyParams()
+    image: GANImageParams = GANImageParams()
+    workers: int = Field(2, ge=1, le=64)  # CPU processes, one thread each (small nets: faster than threads)
+
+
 class RegistryParams(Section):
     min_delta: float = Field(0.0, ge=0.0)
     experiment: str = Field("embedlab", min_length=1)
@@ -174,6 +244,7 @@ class Params(Section):
     evaluator: ClassifierParams = ClassifierParams(seed=1)
     backbone: ClassifierParams = ClassifierParams(seed=2, width=16, feature_dim=64, dropout=0.0)
     vq: VQParams = VQParams()
+    gan: GANParams = GANParams()
     registry: RegistryParams = RegistryParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

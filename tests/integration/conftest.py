@@ -25,6 +25,13 @@ TINY = {
                   "steps": 2, "batch_size": 256},
         "eval_depths": [1, 2], "samples_per_class": 2, "timing_depths": [1, 2], "timing_samples": 10,
     },
+    "gan": {
+        "loss": {"sigma_sweep": [0.1, 0.3], "buffer_size": 64},
+        "toy": {"seeds": [0, 1], "steps": 4, "batch_size": 32, "hidden": 16, "eval_samples": 100},
+        "image": {"seeds": [0], "steps": 3, "batch_size": 16, "gen_width": 4, "disc_width": 4, "weak_disc_width": 2,
+                  "eval_samples": 50, "fd_samples": 20},
+        "workers": 2,
+    },
 }
 
 

@@ -10,7 +10,7 @@ from .conftest import run, set_params
 pytestmark = pytest.mark.slow
 
 STAGES = ["prepare", "validate", "partition"] + [
-    f"{stage}@{model}" for stage in ("train", "evaluate", "publish") for model in ("evaluator", "backbone", "vq")]
+    f"{stage}@{model}" for stage in ("train", "evaluate", "publish") for model in ("evaluator", "backbone", "vq", "gan")]
 
 
 def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
@@ -56,6 +56,35 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     tokenizer = load_parts(paths.model_dir("vq"))[0]
     expected = tokenizer.decode_indices(tokenizer.tokenize(x))
     assert torch.allclose(torch.as_tensor(np.asarray(load_model("vq", "champion", paths=paths)(x))), expected, atol=1e-4)
+
+    # The gan bundle: published on stacked modes covered by mee; the registered program maps z
+    # to stacked samples exactly as the trained generator does, and every arm was scored.
+    gan_metrics = json.loads((repo_copy / "metrics/gan.json").read_text())
+    gan_receipt = json.loads((repo_copy / "registry/gan.json").read_text())
+    assert gan_receipt["metric"] == "stacked.modes_covered.mee"
+    assert gan_receipt["value"] == gan_metrics["stacked"]["modes_covered"]["mee"]
+    for bench in ("ring", "grid", "stacked"):
+        assert set(gan_metrics[bench]["modes_covered"]) == {"dcgan", "maf", "mee"}
+        assert set(gan_metrics["ablation"][bench]["modes_covered"]) == {"maf+disomap", "maf+disomap+dlle"}
+    assert set(gan_metrics["digits"]["fd"]) == {"dcgan", "maf", "mee"}
+    assert len(gan_metrics["per_seed"]["ring"]["mee"]["modes_covered"]) == 2  # toy seeds [0, 1]
+    # sigma: chosen per benchmark from the sweep; the image benchmarks share stacked_weak's choice
+    assert set(gan_metrics["sigma_selection"]) == {"ring", "grid", "stacked_weak"}
+    assert all(set(v) == {"0.1", "0.3"} for v in gan_metrics["sigma_selection"].values())
+    assert gan_metrics["sigma"]["digits"] == gan_metrics["sigma"]["stacked_weak"] in (0.1, 0.3)
+    from embedlab.methods.gan.method import load_generator
+    from embedlab.registry import download_bundle
+
+    z = torch.randn(5, 32)
+    expected = load_generator(paths.model_dir("gan"), "stacked_weak", "mee", 0)(z)
+    assert expected.shape == (5, 3, 16, 16)
+    assert torch.allclose(torch.as_tensor(np.asarray(load_model("gan", "champion", paths=paths)(z))), expected, atol=1e-5)
+    bundle = download_bundle("gan", repo_copy / "downloaded", paths=paths)
+    assert torch.equal(load_generator(bundle, "stacked_weak", "mee", 0)(z), expected)
+    assert load_generator(bundle, "digits", "mee", 0)(z).shape == (5, 1, 16, 16)
+    for picture in ("scatter_ring.png", "scatter_grid.png", "samples_digits_mee.png", "samples_stacked_weak_mee.png",
+                    "stacked_mode_histogram.png", "losses.png", "modes_covered.png"):
+        assert (repo_copy / "plots/gan" / picture).stat().st_size > 0, picture
 
     second = run(["dvc", "repro"], repo_copy)
     assert "Running stage" not in second.stdout

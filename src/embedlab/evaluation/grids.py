@@ -8,20 +8,23 @@ import numpy as np
 
 
 def save_grid(images: np.ndarray, path: Path, per_row: int, scale: int = 4, pad: int = 1) -> Path:
-    """Tile (N, 1, S, S) images in [-1, 1] into rows of `per_row`, upscaled `scale`x (nearest)."""
+    """Tile (N, C, S, S) images in [-1, 1], C = 1 (grey) or 3 (RGB, e.g. stacked digits), into
+    rows of `per_row`, upscaled `scale`x (nearest)."""
     from PIL import Image
 
     images = np.asarray(images, dtype=np.float32)
-    if images.ndim != 4 or images.shape[1] != 1:
-        raise ValueError(f"save_grid expects (N, 1, S, S) images, got {images.shape}")
-    n, _, h, w = images.shape
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"save_grid expects (N, 1, S, S) or (N, 3, S, S) images, got {images.shape}")
+    n, channels, h, w = images.shape
     ncol = max(1, -(-n // per_row)) if n else 1
-    cells = np.full((ncol * (h + pad) + pad, per_row * (w + pad) + pad), 0.25, dtype=np.float32)
-    pixels = (np.clip(np.nan_to_num(images[:, 0], nan=-1.0), -1, 1) + 1) / 2
+    cells = np.full((ncol * (h + pad) + pad, per_row * (w + pad) + pad, channels), 0.25, dtype=np.float32)
+    pixels = (np.clip(np.nan_to_num(images, nan=-1.0), -1, 1) + 1) / 2
     for i in range(n):
         r, c = divmod(i, per_row)
-        cells[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = pixels[i]
-    img = Image.fromarray((cells * 255).round().astype(np.uint8), mode="L")
+        cells[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = \
+            pixels[i].transpose(1, 2, 0)
+    img = Image.fromarray((cells * 255).round().astype(np.uint8).squeeze(-1) if channels == 1
+                          else (cells * 255).round().astype(np.uint8), mode="L" if channels == 1 else "RGB")
     img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ MODELS: dict[str, str] = {
     "evaluator": "embedlab.classifier_stages:EVALUATOR",
     "backbone": "embedlab.classifier_stages:BACKBONE",
     "vq": "embedlab.methods.vq.method",
+    "gan": "embedlab.methods.gan.method",
 }
 
 

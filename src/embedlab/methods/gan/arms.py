@@ -61,19 +61,21 @@ class LoopConfig:
 
 def train_arm(arm: str, make_gen: Callable[[], nn.Module], make_disc: Callable[[str], nn.Module],
               real_batches: Callable[[int, torch.Generator], Tensor], cfg: LoopConfig, seed: int,
-              progress: Callable[[int, dict], None] | None = None) -> tuple[nn.Module, dict]:
-    """Train one arm from scratch; returns (generator in eval mode, history)."""
+              progress: Callable[[int, dict], None] | None = None,
+              device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Train one arm from scratch; returns (generator in eval mode, history). `real_batches`
+    returns batches on `device`; the data generator (shifts, mixes, picks) stays on the CPU."""
     spec = ARMS[arm]
     torch.manual_seed(seed)
     data_gen = torch.Generator().manual_seed(seed)
-    gen, disc = make_gen(), make_disc(spec.head)
+    gen, disc = make_gen().to(device), make_disc(spec.head).to(device)
     opt_g = torch.optim.Adam(gen.parameters(), cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(disc.parameters(), cfg.lr, betas=cfg.betas)
     # One FIFO per side: D's entropy term spreads real embeddings, G's spreads fake ones, each
     # measured against that side's own recent past.
     dim = getattr(disc.head, "dim", 1)
     buffers = {side: L.ReplayBuffer(cfg.buffer_size, dim) for side in ("real", "fake")} if spec.entropy else None
-    history = {"d_loss": [], "g_loss": []}
+    losses: list[Tensor] = []
     start = time.perf_counter()
 
     def adversarial_d(real_out, fake_out):
@@ -86,30 +88,42 @@ def train_arm(arm: str, make_gen: Callable[[], nn.Module], make_disc: Callable[[
             return L.gan_g_loss(fake_out)
         return L.maf_g_loss(fake_out, cfg.maf_form, cfg.maf_scale)
 
+    aug = dict(max_shift=cfg.aug_shift, max_degrees=cfg.aug_degrees, noise_std=cfg.aug_noise, generator=data_gen)
     for step in range(cfg.steps):
         sigma = L.sigma_at(step, cfg.sigma, cfg.sigma_ramp)
         real = real_batches(cfg.batch_size, data_gen)
-        z = torch.randn(cfg.batch_size, gen.z_dim)
-        with torch.no_grad():
-            fake = gen(z)
-        real_out, fake_out = disc(real), disc(fake)
+        # One generator forward per step, as in the DCGAN reference loop: D trains on it
+        # detached, then G backpropagates through the same batch into the updated D.
+        fake_graph = gen(torch.randn(cfg.batch_size, gen.z_dim, device=device))
+        fake = fake_graph.detach()
+        # Every D input of this step goes through one forward pass (D has no batch statistics):
+        # [real, fake] + [aug real, aug fake] for DLLE + [mix] for DIsoMap.
+        parts = [real, fake]
+        if spec.dlle:
+            parts += [L.mild_augment(real, **aug), L.mild_augment(fake, **aug)]
+        if spec.disomap:
+            a = L.mix_weights(real, data_gen)
+            parts.append(L.mix(real, fake, a))
+        outs = disc(torch.cat(parts)).split(cfg.batch_size)
+        real_out, fake_out = outs[0], outs[1]
         d_loss = adversarial_d(real_out, fake_out)
         if spec.dlle:
-            aug = dict(max_shift=cfg.aug_shift, max_degrees=cfg.aug_degrees, noise_std=cfg.aug_noise, generator=data_gen)
-            d_loss = d_loss + cfg.lambda_dlle * (L.dlle_loss(disc, real, L.mild_augment(real, **aug))
-                                                 + L.dlle_loss(disc, fake, L.mild_augment(fake, **aug)))
+            d_loss = d_loss + cfg.lambda_dlle * (L.dlle_from_outputs(real_out, outs[2])
+                                                 + L.dlle_from_outputs(fake_out, outs[3]))
         if spec.disomap:
-            d_loss = d_loss + cfg.lambda_disomap * L.disomap_loss(disc, real, fake, cfg.disomap_distance, data_gen)
+            d_loss = d_loss + cfg.lambda_disomap * L.disomap_from_outputs(outs[-1], real_out, fake_out, a,
+                                                                          cfg.disomap_distance)
         _update(opt_d, _with_entropy(d_loss, real_out, buffers and buffers["real"], sigma))
 
-        fake_out = disc(gen(torch.randn(cfg.batch_size, gen.z_dim)))
+        fake_out = disc(fake_graph)
         g_loss = _with_entropy(adversarial_g(fake_out), fake_out, buffers and buffers["fake"], sigma)
         _update(opt_g, g_loss)
-        history["d_loss"].append(float(d_loss.detach()))
-        history["g_loss"].append(float(g_loss.detach()))
+        losses.append(torch.stack([d_loss.detach(), g_loss.detach()]))
         if progress is not None:
-            progress(step, {"d_loss": history["d_loss"][-1], "g_loss": history["g_loss"][-1]})
-    history["seconds"] = time.perf_counter() - start
+            progress(step, {"d_loss": float(d_loss), "g_loss": float(g_loss)})
+    curves = torch.stack(losses).cpu() if losses else torch.zeros(0, 2)  # one host sync, at the end
+    history = {"d_loss": curves[:, 0].tolist(), "g_loss": curves[:, 1].tolist(),
+               "seconds": time.perf_counter() - start}
     return gen.eval(), history
 
 
@@ -130,5 +144,7 @@ def _update(opt: torch.optim.Optimizer, loss: Tensor) -> None:
 
 @torch.no_grad()
 def sample(gen: nn.Module, n: int, seed: int, batch_size: int = 2048) -> Tensor:
-    torch.manual_seed(seed)
-    return torch.cat([gen(torch.randn(min(batch_size, n - i), gen.z_dim)) for i in range(0, n, batch_size)])
+    """n samples from a generator in eval mode, the same for a seed (z drawn on the CPU)."""
+    device = next(gen.parameters()).device
+    z = torch.randn(n, gen.z_dim, generator=torch.Generator().manual_seed(seed))
+    return torch.cat([gen(z[i : i + batch_size].to(device)).cpu() for i in range(0, n, batch_size)])
