@@ -18,6 +18,7 @@ from embedlab.methods.gan.method import (
     real_sampler,
     run_job,
     selection_jobs,
+    stacked_mode_count,
     stacked_modes,
 )
 from embedlab.params import Params, parse_params
@@ -87,6 +88,7 @@ def test_choose_sigma_prefers_modes_then_lower_kl_then_smaller_sigma():
 def test_stacked_modes_reads_each_channel_in_order():
     modes = stacked_modes(TripleGenerator(), LevelClassifier(), n=7, seed=0)
     assert modes.tolist() == [123] * 7  # channel 0 is the hundreds, channel 2 the units
+    assert stacked_mode_count(LevelClassifier()) == 1000  # K^3 for K = 10 classes
 
 
 def test_real_batches_per_benchmark():

@@ -214,3 +214,12 @@ def test_every_arm_trains_iteration_matched(arm):
                          lambda head: MLPDiscriminator(hidden=16, head=head, dim=4),
                          lambda n, g: sample_mixture(centres, 0.05, n, g), cfg, seed=0)
     assert torch.equal(sample(gen, 10, seed=1), sample(again, 10, seed=1))
+
+
+def test_conv_generator_exports_with_a_free_batch_size():
+    from torch.export import Dim, export
+
+    gen = ConvGenerator(z_dim=4, image_size=8, channels=3, width=4).eval()
+    program = export(gen, (torch.randn(4, 4),), dynamic_shapes={"z": {0: Dim.DYNAMIC}})
+    z = torch.randn(5, 4)
+    assert torch.allclose(program.module()(z), gen(z), atol=1e-6)

@@ -35,7 +35,6 @@ PRIMARY_METRIC = "stacked.modes_covered.mee"
 needs_evaluator = True
 TOY = ("ring", "grid")
 IMAGE = ("stacked_weak", "stacked_full", "digits")
-STACKED_MODES = 1000
 CURVE_EVERY = 10  # loss curves are kept every 10th step
 
 
@@ -215,15 +214,20 @@ def selection_jobs(params: Params) -> list[Job]:
 
 @torch.no_grad()
 def stacked_modes(gen: torch.nn.Module, classifier: torch.nn.Module, n: int, seed: int) -> torch.Tensor:
-    """(n,) triple-mode index of n stacked samples, each channel classified by `classifier`."""
+    """(n,) triple-mode index of n stacked samples, each channel classified by `classifier`:
+    K classes give K^3 modes (1,000 for digits)."""
     from embedlab.evaluation import predict
     from embedlab.methods.gan.arms import sample
     from embedlab.methods.gan.modes import triple_modes
 
     images = sample(gen, n, seed)
     channels = images.reshape(-1, 1, *images.shape[-2:])  # (3n, 1, S, S): channel c of sample i at 3i + c
-    classes = predict(classifier, channels)[0].argmax(1).reshape(n, 3)
-    return triple_modes(classes)
+    probs = predict(classifier, channels)[0]
+    return triple_modes(probs.argmax(1).reshape(n, 3), probs.shape[1])
+
+
+def stacked_mode_count(classifier: torch.nn.Module) -> int:
+    return int(classifier.head.out_features) ** 3
 
 
 def choose_sigma(scores: dict[float, dict]) -> float:
@@ -242,8 +246,8 @@ def selection_score(job: Job, gen: torch.nn.Module, params: Params, backbone: to
         centres, std = mixture(params, job.bench)
         scores, _ = score_toy(gen, centres, std, params.gan.toy.eval_samples, job.seed)
         return {"modes": scores["modes_covered"], "mode_kl": scores["mode_kl"]}
-    modes = stacked_modes(gen, backbone, params.gan.image.eval_samples, job.seed)
-    return {"modes": count_modes(modes, STACKED_MODES), "mode_kl": round(class_histogram_kl(modes, STACKED_MODES), 4)}
+    modes, k = stacked_modes(gen, backbone, params.gan.image.eval_samples, job.seed), stacked_mode_count(backbone)
+    return {"modes": count_modes(modes, k), "mode_kl": round(class_histogram_kl(modes, k), 4)}
 
 
 def train(params: Params, paths: Paths) -> None:
@@ -258,8 +262,6 @@ def train(params: Params, paths: Paths) -> None:
     data = read_prepared(paths.prepared)
     images, labels = (torch.as_tensor(a) for a in data.split("train"))
     size = int(data.meta["image_size"])
-    if int(data.meta["num_classes"]) != 10:
-        raise ValueError(f"{paths.prepared}: stacked digits need 10 classes (1,000 modes), got {data.meta['num_classes']}")
     backbone = load_classifier(paths.model_dir("backbone"))
     device = resolve_device(params.trainer)
     out = paths.model_dir(NAME)

@@ -69,7 +69,8 @@ class ConvGenerator(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.body(self.seed(z).view(len(z), self.width0, 4, 4))
+        # -1, not len(z): a Python int would freeze the batch size into an exported graph.
+        return self.body(self.seed(z).view(-1, self.width0, 4, 4))
 
 
 class ConvDiscriminator(nn.Module):

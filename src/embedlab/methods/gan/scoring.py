@@ -42,12 +42,11 @@ def score_toy(gen, centres: torch.Tensor, std: float, n: int, seed: int) -> tupl
 def score_stacked(gen, evaluator, n: int, seed: int) -> tuple[dict, np.ndarray]:
     from embedlab.evaluation import class_histogram_kl, count_modes
     from embedlab.evaluation.scores import mode_histogram
-    from embedlab.methods.gan.method import STACKED_MODES, stacked_modes
+    from embedlab.methods.gan.method import stacked_mode_count, stacked_modes
 
-    modes = stacked_modes(gen, evaluator, n, seed)
-    return ({"modes_covered": count_modes(modes, STACKED_MODES),
-             "mode_kl": round(class_histogram_kl(modes, STACKED_MODES), 4)},
-            mode_histogram(modes, STACKED_MODES))
+    modes, k = stacked_modes(gen, evaluator, n, seed), stacked_mode_count(evaluator)
+    return ({"modes_covered": count_modes(modes, k), "mode_kl": round(class_histogram_kl(modes, k), 4)},
+            mode_histogram(modes, k))
 
 
 def _table(per_seed: dict[str, dict[str, list[float]]], arms) -> dict:
