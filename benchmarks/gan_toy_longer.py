@@ -1,0 +1,96 @@
+"""The 2-D mixtures with longer training: does mee separate from maf when the runs converge?
+
+The pipeline gives each 2-D run 1,500 generator updates (its 12-minute budget). There, runs
+either find every mode or end far from the modes, and the seed spread hides any gap between
+arms. This retrains dcgan, maf and mee on the ring and the grid with `--scale` x the
+pipeline's steps (the sigma ramp scales with them), the pipeline's seeds and the sigma
+train@gan chose for each mixture (read from models/gan/config.json: run `dvc repro train@gan`
+first). It scores them exactly as evaluate@gan does.
+
+    .venv/bin/python benchmarks/gan_toy_longer.py [--scale 4]     # ~10 min on 2 cores
+
+Writes benchmarks/results/gan_toy_longer.json and prints modes covered and high quality per
+seed, with mean +- std, beside the pipeline's numbers from metrics/gan.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=4.0, help="multiple of gan.toy.steps")
+    parser.add_argument("--arms", nargs="+", default=["dcgan", "maf", "mee"])
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "gan_toy_longer.json")
+    args = parser.parse_args()
+
+    import torch
+
+    from embedlab.methods.gan.method import TOY, Job, JobRunner, build_generator, gen_config, mixture
+    from embedlab.methods.gan.scoring import score_toy
+    from embedlab.params import load_params, parse_params
+    from embedlab.paths import Paths
+
+    paths = Paths(REPO)
+    base = load_params(REPO / "params.yaml")
+    raw = base.model_dump(by_alias=True)
+    steps = int(base.gan.toy.steps * args.scale)
+    raw["gan"]["toy"]["steps"] = steps
+    params = parse_params(raw)
+    sigma = json.loads((paths.model_dir("gan") / "config.json").read_text())["sigma"]
+    pipeline = json.loads(paths.metrics("gan").read_text())["per_seed"]
+
+    jobs = [Job(bench, arm, seed, sigma[bench]) for bench in TOY for arm in args.arms for seed in params.gan.toy.seeds]
+    runner = JobRunner(params, torch.zeros(1, 1, 16, 16), torch.zeros(1, dtype=torch.long), torch.device("cpu"))
+    start = time.perf_counter()
+    futures = [(job, runner.submit(job)) for job in jobs]
+    results: dict = {b: {a: {"modes_covered": [], "high_quality": [], "seconds": []} for a in args.arms} for b in TOY}
+    try:
+        for job, future in futures:
+            state, history = future.result()
+            gen = build_generator(gen_config(params, job.bench, 16))
+            gen.load_state_dict(state)
+            centres, std = mixture(params, job.bench)
+            scores, _ = score_toy(gen.eval(), centres, std, params.gan.toy.eval_samples, job.seed)
+            row = results[job.bench][job.arm]
+            row["modes_covered"].append(scores["modes_covered"])
+            row["high_quality"].append(scores["high_quality"])
+            row["seconds"].append(history["seconds"])
+            print(f"{job.bench} {job.arm} seed {job.seed}: {scores['modes_covered']} modes, "
+                  f"high quality {scores['high_quality']:.3f}, {history['seconds']:.1f} s", flush=True)
+    finally:
+        runner.close()
+
+    def summary(values):
+        return {"mean": round(statistics.mean(values), 4), "std": round(statistics.pstdev(values), 4)}
+
+    report = {
+        "steps": steps, "pipeline_steps": base.gan.toy.steps, "seeds": params.gan.toy.seeds, "sigma": sigma,
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "results": {b: {a: {**r, **{f"{k}_summary": summary(r[k]) for k in ("modes_covered", "high_quality")}}
+                        for a, r in arms.items()} for b, arms in results.items()},
+        "pipeline": {b: {a: {k: pipeline[b][a][k] for k in ("modes_covered", "high_quality")} for a in args.arms}
+                     for b in TOY},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+    print(f"\n{steps} steps (pipeline: {base.gan.toy.steps}); mean +- std over seeds {params.gan.toy.seeds}")
+    for bench in TOY:
+        for arm in args.arms:
+            r = report["results"][bench][arm]
+            p = report["pipeline"][bench][arm]
+            print(f"{bench:5s} {arm:6s} modes {r['modes_covered']} = {r['modes_covered_summary']['mean']:.1f} "
+                  f"+- {r['modes_covered_summary']['std']:.1f} (pipeline {p['modes_covered']}); "
+                  f"high quality {r['high_quality_summary']['mean']:.3f} (pipeline {statistics.mean(p['high_quality']):.3f})")
+
+
+if __name__ == "__main__":
+    main()
