@@ -1,0 +1,1 @@
+"""Federated augmentation (issue 6): FRAug and GGEUR beside FedAvg, FedProx and FedBN."""
