@@ -33,7 +33,7 @@ def main() -> None:
 
     import torch
 
-    from embedlab.methods.gan.method import TOY, Job, JobRunner, build_generator, gen_config, mixture
+    from embedlab.methods.gan.method import TOY, Job, JobRunner, mixture, restore_generator
     from embedlab.methods.gan.scoring import score_toy
     from embedlab.params import load_params, parse_params
     from embedlab.paths import Paths
@@ -55,10 +55,9 @@ def main() -> None:
     try:
         for job, future in futures:
             state, history = future.result()
-            gen = build_generator(gen_config(params, job.bench, 16))
-            gen.load_state_dict(state)
+            gen = restore_generator(params, job.bench, 16, state)
             centres, std = mixture(params, job.bench)
-            scores, _ = score_toy(gen.eval(), centres, std, params.gan.toy.eval_samples, job.seed)
+            scores, _ = score_toy(gen, centres, std, params.gan.toy.eval_samples, job.seed)
             row = results[job.bench][job.arm]
             row["modes_covered"].append(scores["modes_covered"])
             row["high_quality"].append(scores["high_quality"])

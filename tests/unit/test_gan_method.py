@@ -9,13 +9,13 @@ from torch import nn
 from embedlab.io import save_weights
 from embedlab.methods.gan.method import (
     Job,
-    build_generator,
     choose_sigma,
     gen_config,
     load_generator,
     loop_config,
     planned_jobs,
     real_sampler,
+    restore_generator,
     run_job,
     selection_jobs,
     stacked_mode_count,
@@ -124,14 +124,13 @@ def test_a_job_trains_a_generator_that_loads_back_from_a_flat_folder(tmp_path):
     state, history = run_job(job, params, images, labels)
     assert len(history["g_loss"]) == 1 and history["seconds"] > 0  # curves keep every 10th step
     config = gen_config(params, "stacked_weak", 16)
-    gen = build_generator(config)
-    gen.load_state_dict(state)
+    gen = restore_generator(params, "stacked_weak", 16, state)
     # A registry bundle downloads files side by side: config.json + the generator's file.
     (tmp_path / "config.json").write_text(json.dumps({"generators": {"stacked_weak": config}}))
     save_weights(gen, tmp_path / job.weights.split("/")[-1])
     loaded = load_generator(tmp_path, "stacked_weak", "mee", 0)
     z = torch.randn(3, config["z_dim"])
-    assert torch.equal(loaded(z), gen.eval()(z))
+    assert torch.equal(loaded(z), gen(z)) and not gen.training
     # the same job again gives the same generator (seeded)
     again, _ = run_job(job, params, images, labels)
     assert all(torch.equal(state[k], again[k]) for k in state)

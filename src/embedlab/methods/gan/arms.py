@@ -120,7 +120,7 @@ def train_arm(arm: str, make_gen: Callable[[], nn.Module], make_disc: Callable[[
         _update(opt_g, g_loss)
         losses.append(torch.stack([d_loss.detach(), g_loss.detach()]))
         if progress is not None:
-            progress(step, {"d_loss": float(d_loss), "g_loss": float(g_loss)})
+            progress(step, {"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach())})
     curves = torch.stack(losses).cpu() if losses else torch.zeros(0, 2)  # one host sync, at the end
     history = {"d_loss": curves[:, 0].tolist(), "g_loss": curves[:, 1].tolist(),
                "seconds": time.perf_counter() - start}

@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,13 @@ def build_generator(config: dict) -> torch.nn.Module:
 
     kwargs = {k: v for k, v in config.items() if k != "kind"}
     return MLPGenerator(**kwargs) if config["kind"] == "mlp" else ConvGenerator(**kwargs)
+
+
+def restore_generator(params: Params, bench: str, image_size: int, state: dict) -> torch.nn.Module:
+    """A generator of `bench` from the state dict a job returned, in eval mode."""
+    gen = build_generator(gen_config(params, bench, image_size))
+    gen.load_state_dict(state)
+    return gen.eval()
 
 
 def _disc_factory(params: Params, bench: str, image_size: int):
@@ -162,8 +170,8 @@ def _worker_run(job: Job, raw_params: dict, images: np.ndarray, labels: np.ndarr
 
 
 class JobRunner:
-    """Runs jobs in `workers` spawned CPU processes, or one by one on a GPU. `submit` returns
-    a future-like object with `.result()`."""
+    """Runs jobs in `workers` spawned CPU processes, or one by one on a GPU (or with one
+    worker) in this process. `submit` returns a Future either way."""
 
     def __init__(self, params: Params, images: torch.Tensor, labels: torch.Tensor, device: torch.device):
         self.params, self.device = params, device
@@ -181,19 +189,13 @@ class JobRunner:
     def submit(self, job: Job):
         if self.pool is not None:
             return self.pool.submit(_worker_run, job, self._raw, *self._np)
-        return _Done(run_job(job, self.params, self.images.to(self.device), self.labels.to(self.device), self.device))
+        done: Future = Future()
+        done.set_result(run_job(job, self.params, self.images.to(self.device), self.labels.to(self.device), self.device))
+        return done
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
-
-
-class _Done:
-    def __init__(self, value):
-        self.value = value
-
-    def result(self):
-        return self.value
 
 
 def planned_jobs(params: Params, sigma: float) -> list[Job]:
@@ -279,22 +281,19 @@ def train(params: Params, paths: Paths) -> None:
         scores: dict = defaultdict(dict)
         for job, fut in selection.items():
             state, hist = fut.result()
-            gen = build_generator(gen_config(params, job.bench, size))
-            gen.load_state_dict(state)
-            scores[job.bench][job.sigma] = {**selection_score(job, gen.eval(), params, backbone),
+            gen = restore_generator(params, job.bench, size, state)
+            scores[job.bench][job.sigma] = {**selection_score(job, gen, params, backbone),
                                             "seconds": hist["seconds"]}
             bar.update(1)
         sigma = {bench: choose_sigma(scores[source]) for bench, source in SIGMA_FROM.items()}
         bar.set_postfix(sigma=",".join(f"{b}={s}" for b, s in sigma.items() if b in SIGMA_FROM.values()))
-        rest = [Job(j.bench, j.arm, j.seed, sigma[j.bench]) for j in later if j.arm in uses_sigma]
+        rest = [replace(j, sigma=sigma[j.bench]) for j in later if j.arm in uses_sigma]
         futures = {**first, **{j: runner.submit(j) for j in rest}}
         for job, fut in futures.items():
             state, hist = fut.result()
             path = out / job.weights
             path.parent.mkdir(parents=True, exist_ok=True)
-            gen = build_generator(gen_config(params, job.bench, size))
-            gen.load_state_dict(state)
-            save_weights(gen, path)
+            save_weights(restore_generator(params, job.bench, size, state), path)
             histories[job.key] = hist
             results[job.key] = asdict(job)
             bar.update(1)

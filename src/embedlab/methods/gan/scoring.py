@@ -49,6 +49,11 @@ def score_stacked(gen, evaluator, n: int, seed: int) -> tuple[dict, np.ndarray]:
             mode_histogram(modes, k))
 
 
+def first_seed(jobs: list[dict], bench: str, arm: str | None = None) -> int:
+    """The lowest seed trained for `bench` (and `arm`): the run pictures and the bundle show."""
+    return min(j["seed"] for j in jobs if j["bench"] == bench and arm in (None, j["arm"]))
+
+
 def _table(per_seed: dict[str, dict[str, list[float]]], arms) -> dict:
     """{metric: {arm: mean}, metric_std: {arm: std}} over the arms present."""
     out: dict = defaultdict(dict)
@@ -81,11 +86,11 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     per_seed: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     seconds: dict = defaultdict(lambda: defaultdict(list))
     shown: dict = defaultdict(dict)  # bench -> arm -> what the plots show (first seed)
+    first = {bench: first_seed(config["jobs"], bench) for bench in {j["bench"] for j in config["jobs"]}}
     for job in tqdm(config["jobs"], desc="evaluate@gan", unit="generator"):
         bench, arm, seed = job["bench"], job["arm"], job["seed"]
         gen = load_generator(model_dir, bench, arm, seed)
         seconds[bench][arm].append(job["seconds"])
-        first = seed == min(j["seed"] for j in config["jobs"] if j["bench"] == bench)
         if bench in TOY:
             centres, std = mixture(params, bench)
             scores, points = score_toy(gen, centres, std, g.toy.eval_samples, seed)
@@ -99,7 +104,7 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
             view = (sample(gen, 100, seed), hist)
         for metric, value in scores.items():
             per_seed[bench][arm][metric].append(value)
-        if first:
+        if seed == first[bench]:
             shown[bench][arm] = view
 
     rename = {"stacked_weak": "stacked"}
@@ -134,12 +139,12 @@ def export(params: Params, paths: Paths):
     model_dir = paths.model_dir(NAME)
     metrics = json.loads(paths.metrics(NAME).read_text())
     config = json.loads((model_dir / "config.json").read_text())
-    seed = min(j["seed"] for j in config["jobs"] if (j["bench"], j["arm"]) == PUBLISHED)
+    seed = first_seed(config["jobs"], *PUBLISHED)
     gen = load_generator(model_dir, *PUBLISHED, seed)
     example = torch.randn(4, gen.z_dim, generator=torch.Generator().manual_seed(0)).numpy().astype(np.float32)
-    digits = [j for j in config["jobs"] if (j["bench"], j["arm"]) == ("digits", "mee")]
     files = [model_dir / "config.json", model_dir / Job(*PUBLISHED, seed, 0.0).weights]
-    files += [model_dir / Job("digits", "mee", min(j["seed"] for j in digits), 0.0).weights] if digits else []
+    if any((j["bench"], j["arm"]) == ("digits", "mee") for j in config["jobs"]):
+        files.append(model_dir / Job("digits", "mee", first_seed(config["jobs"], "digits", "mee"), 0.0).weights)
     return ModelBundle(
         module=gen, input_example=example, primary_metric="stacked.modes_covered.mee", metrics=metrics,
         params=params.gan.model_dump(),
