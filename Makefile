@@ -15,11 +15,15 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # Stage commands (`embedlab ...`) resolve from the venv.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run test test-fast clean-outputs help
+FLOWER_VENV ?= .venv-flower
+FLOWER_STAMP := $(FLOWER_VENV)/.embedlab-installed
+
+.PHONY: setup run test test-fast test-flower flower-env clean-outputs help
 
 help:
 	@echo "make run   - set up .venv if needed, then dvc repro (the whole pipeline)"
-	@echo "make test  - set up .venv if needed, then the test suite"
+	@echo "make test  - set up .venv (and .venv-flower) if needed, then the test suites"
+	@echo "make flower-env - the separate Flower environment (.venv-flower, requirements-flower.lock)"
 
 # Reinstall only when the pinned set or the project metadata changes.
 $(STAMP): pyproject.toml requirements.lock
@@ -34,7 +38,24 @@ setup: $(STAMP)
 run: setup
 	$(BIN)/dvc repro
 
-test: setup
+# Flower (flwr 1.42) pins a fastapi that prefect cannot share: its own environment, with
+# the project installed without dependencies (the federated core needs torch, lightning,
+# pydantic, numpy, which requirements-flower.lock pins at the main lock's versions).
+$(FLOWER_STAMP): requirements-flower.lock pyproject.toml
+	@test -x $(FLOWER_VENV)/bin/python || $(PYTHON) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/python -m pip install -q --upgrade "pip>=24"
+	$(FLOWER_VENV)/bin/python -m pip install -q $(TORCH)
+	$(FLOWER_VENV)/bin/python -m pip install -q -r requirements-flower.lock
+	$(FLOWER_VENV)/bin/python -m pip install -q --no-deps -e .
+	@touch $(FLOWER_STAMP)
+
+flower-env: $(FLOWER_STAMP)
+
+test-flower: flower-env
+	FLWR_HOME=$(abspath $(FLOWER_VENV))/flwr-home $(FLOWER_VENV)/bin/python -m pytest --confcutdir=tests/flower -p no:cacheprovider tests/flower $(PYTEST_ARGS)
+
+# The Flower test first, so the main suite's summary is the closing line.
+test: setup test-flower
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: setup

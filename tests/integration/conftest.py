@@ -32,6 +32,14 @@ TINY = {
                   "eval_samples": 50, "fd_samples": 20},
         "workers": 2,
     },
+    "federated": {
+        "seeds": [0, 1],
+        "feature_shift": {"samples_per_client": 10, "sizes": [10, 20], "rounds": 2, "local_steps": 2, "ggeur_rounds": 2},
+        "label_skew": {"rounds": 2, "local_steps": 2},
+        "fraug": {"warmup_rounds": 1},
+        "ggeur": {"target_size": 5},
+        "workers": 2,
+    },
 }
 
 

@@ -10,7 +10,7 @@ from .conftest import run, set_params
 pytestmark = pytest.mark.slow
 
 STAGES = ["prepare", "validate", "partition"] + [
-    f"{stage}@{model}" for stage in ("train", "evaluate", "publish") for model in ("evaluator", "backbone", "vq", "gan")]
+    f"{stage}@{model}" for stage in ("train", "evaluate", "publish") for model in ("evaluator", "backbone", "vq", "gan", "federated")]
 
 
 def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
@@ -85,6 +85,34 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     for picture in ("scatter_ring.png", "scatter_grid.png", "samples_digits_mee.png", "samples_stacked_weak_mee.png",
                     "stacked_mode_histogram.png", "losses.png", "modes_covered.png"):
         assert (repo_copy / "plots/gan" / picture).stat().st_size > 0, picture
+
+    # The federated runs: every algorithm at every size / alpha, over both seeds; published on
+    # FRAug's feature-shift accuracy; the program is every client's personalised network.
+    fed = json.loads((repo_copy / "metrics/federated.json").read_text())
+    fs, ls = fed["feature_shift"], fed["label_skew"]
+    assert set(fs["accuracy"]) == {"local", "fedavg", "fedprox", "fedbn", "fraug", "fedavg_head", "ggeur"}
+    assert set(fs["by_size"]) == {"10", "20"} and fs["samples_per_client"] == 10
+    assert set(ls["accuracy"]) == {"fedavg", "fedavg_ggeur", "fedprox", "fedprox_ggeur"}
+    assert set(ls["by_alpha"]) == {"0.1", "0.5"} and ls["alpha"] == 0.1
+    assert len(fs["paired_gain"]["fraug-fedbn"]["per_seed"]) == 2
+    assert len(ls["paired_gain"]["fedavg_ggeur-fedavg"]["per_seed"]) == 2
+    assert fs["bytes_per_round"]["local"] == 0 < fs["bytes_per_round"]["fedbn"] < fs["bytes_per_round"]["fedavg"]
+    assert set(fs["per_client"]["fraug"]) == {"original", "inverted", "rotated", "blurred_noise", "contrast"}
+    assert len(ls["per_client"]["fedavg"]) == 10
+    fed_receipt = json.loads((repo_copy / "registry/federated.json").read_text())
+    assert fed_receipt["metric"] == "feature_shift.accuracy.fraug" and fed_receipt["value"] == fs["accuracy"]["fraug"]
+    from embedlab.methods.federated.method import load_runs
+    from embedlab.methods.federated.scoring import _rebuild
+
+    info, states = load_runs(paths.model_dir("federated"))
+    published = json.loads((paths.model_dir("federated") / "bundle" / "config.json").read_text())["published"]
+    run_info = next(r for r in info["runs"] if r["key"] == published["feature_shift"])
+    images = torch.randn(5, 3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    expected = _rebuild(run_info, states[run_info["key"]]).eval()(images)
+    got = torch.as_tensor(np.asarray(load_model("federated", "champion", paths=paths)(images)))
+    assert torch.allclose(got, expected, atol=1e-5)
+    for picture in ("accuracy_vs_round.png", "per_client_accuracy.png"):
+        assert (repo_copy / "plots/federated" / picture).stat().st_size > 0, picture
 
     second = run(["dvc", "repro"], repo_copy)
     assert "Running stage" not in second.stdout

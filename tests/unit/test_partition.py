@@ -98,9 +98,9 @@ def test_impossible_partition_names_params():
 
 
 def test_run_partition_writes_validated_report(tmp_path, digits_prepared):
-    params = PartitionParams()
+    params = PartitionParams(label_skew={"alpha": 0.1, "extra_alphas": [0.5]})
     summary = run_partition(digits_prepared, params, tmp_path / "partitions", tmp_path / "report")
-    assert set(summary) == {"feature_shift", "label_skew"}
+    assert set(summary) == {"feature_shift", "label_skew", "label_skew_alpha0.5"}
     fs = load_partition(tmp_path / "partitions", "feature_shift")
     assert list(fs["client_names"]) == list(params.feature_shift.domains)
     n_train = int((digits_prepared.manifest.split == "train").sum())
@@ -111,6 +111,13 @@ def test_run_partition_writes_validated_report(tmp_path, digits_prepared):
     # Inverted client's images are the negation of the same samples' originals.
     ls = load_partition(tmp_path / "partitions", "label_skew")
     assert ls["train_client"].max() == params.label_skew.num_clients - 1
+    # Each extra alpha is its own split over the same training samples; a larger alpha spreads
+    # every class over more clients.
+    wide = load_partition(tmp_path / "partitions", "label_skew_alpha0.5")
+    np.testing.assert_array_equal(wide["train_labels"], ls["train_labels"])
+    def clients_per_class(arrays):
+        return np.mean([len(np.unique(arrays["train_client"][arrays["train_labels"] == c])) for c in range(10)])
+    assert clients_per_class(wide) > clients_per_class(ls)
     saved = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert saved == summary
     assert (tmp_path / "report" / "label_histograms.png").stat().st_size > 1000

@@ -7,7 +7,8 @@ and `client_names`:
 - feature_shift: one client per domain (a fixed image transform). Every split is
   cut into stratified shards, so all clients share one label distribution and
   differ only in how their images look.
-- label_skew: Dirichlet(alpha) class proportions over K clients. Each sample is
+- label_skew: Dirichlet(alpha) class proportions over K clients (and one more file,
+  label_skew_alpha<a>.npz, per entry of `label_skew.extra_alphas`). Each sample is
   sent to a client drawn from its own class's proportions (not a cumulative-sum
   cut that hands the last client the leftovers); val/test use the same
   proportions, so every client is scored on data shaped like its own.
@@ -95,8 +96,15 @@ def feature_shift(data: PreparedData, params: PartitionParams) -> dict[str, np.n
     return arrays
 
 
-def label_skew(data: PreparedData, params: PartitionParams) -> dict[str, np.ndarray]:
+def label_skew_setting(alpha: float) -> str:
+    """The setting (file) name of a label-skew split: `label_skew` for the default alpha."""
+    return f"label_skew_alpha{alpha:g}"
+
+
+def label_skew(data: PreparedData, params: PartitionParams, alpha: float | None = None) -> dict[str, np.ndarray]:
     cfg = params.label_skew
+    if alpha is not None:
+        cfg = cfg.model_copy(update={"alpha": alpha})
     rng = np.random.default_rng(params.seed)
     train_images, train_labels = data.split("train")
     client, proportions = dirichlet_partition(train_labels, data.num_classes, cfg, rng)
@@ -185,8 +193,11 @@ def plot_histograms(table: pd.DataFrame, out: Path) -> None:
 
 def run_partition(data: PreparedData, params: PartitionParams, out_dir: Path, report_dir: Path) -> dict:
     settings = {"feature_shift": feature_shift(data, params), "label_skew": label_skew(data, params)}
+    for alpha in params.label_skew.extra_alphas:
+        settings[label_skew_setting(alpha)] = label_skew(data, params, alpha)
     table = pd.concat([report_table(s, a, data.num_classes) for s, a in settings.items()], ignore_index=True)
-    check_report(table, data.num_classes, {"feature_shift": 1, "label_skew": params.label_skew.min_client_size})
+    min_train = {s: params.label_skew.min_client_size for s in settings}
+    check_report(table, data.num_classes, {**min_train, "feature_shift": 1})
     summary = summarise(table)
 
     # Build both outputs beside their final place, then swap in: a failure leaves nothing half-written.

@@ -150,7 +150,7 @@ def check_manifest(manifest: pd.DataFrame, num_classes: int) -> list[CheckOutcom
 class PartitionReportSchema(pa.DataFrameModel):
     """The partition stage's long report: one row per (setting, client, split, label)."""
 
-    setting: Series[str] = pa.Field(isin=["feature_shift", "label_skew"])
+    setting: Series[str] = pa.Field(str_matches=r"^(feature_shift|label_skew(_alpha[0-9.e+-]+)?)$")
     client: Series[np.int64] = pa.Field(ge=0)
     client_name: Series[str]
     split: Series[str] = pa.Field(isin=list(SPLIT_NAMES))

@@ -16,6 +16,7 @@ MODELS: dict[str, str] = {
     "backbone": "embedlab.classifier_stages:BACKBONE",
     "vq": "embedlab.methods.vq.method",
     "gan": "embedlab.methods.gan.method",
+    "federated": "embedlab.methods.federated.method",
 }
 
 

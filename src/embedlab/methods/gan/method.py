@@ -329,7 +329,9 @@ def log_live(live_dir: Path, histories: dict, scores: dict, sigma: dict) -> None
     runs = {k: v for k, v in histories.items() if k.startswith("stacked_weak/")}
     first = min((int(k.rsplit("seed", 1)[1]) for k in runs), default=None)
     curves = {k.split("/")[1]: v for k, v in runs.items() if k.endswith(f"/seed{first}")}
-    with Live(str(live_dir), save_dvc_exp=False, report=None) as live:
+    # dvcyaml=False: the plots are declared once, in the project's dvc.yaml (Live would
+    # otherwise append its own entries there, with paths relative to wherever it ran).
+    with Live(str(live_dir), save_dvc_exp=False, dvcyaml=False, report=None) as live:
         for bench, per in scores.items():
             for s, score in per.items():
                 live.summary[f"sigma_sweep/{bench}/{s}/modes"] = score["modes"]

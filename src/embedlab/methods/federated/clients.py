@@ -1,0 +1,133 @@
+"""Client datasets from the partition stage, and GGEUR's augmented client sets.
+
+Feature shift: each domain's shard of the train split, subsampled to `size` (stratified, per
+seed); evaluation on the same domain's shard of the val or test split. The CNN learns from
+pixels. Label skew and GGEUR: the frozen backbone's embeddings of the clients' images (the
+backbone trained on the prepared train split only, so it never saw a val or test image).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from embedlab.methods.federated import ggeur
+from embedlab.methods.federated.engine import ClientData
+
+
+class FederatedDataError(ValueError):
+    """A client set the params cannot be cut from (names the file, client and size)."""
+
+
+def stratified_subset(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """`size` indices spread over the classes as evenly as the labels allow (sorted)."""
+    ranks = np.empty(len(labels), dtype=np.int64)
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        ranks[rng.permutation(idx)] = np.arange(len(idx))
+    order = np.lexsort((rng.random(len(labels)), ranks))
+    return np.sort(order[:size])
+
+
+def feature_shift_clients(arrays: dict, size: int, seed: int, eval_split: str, source: Path) -> list[ClientData]:
+    rng = np.random.default_rng(seed)
+    clients = []
+    for k, name in enumerate(arrays["client_names"]):
+        mask = arrays["train_client"] == k
+        have = int(mask.sum())
+        if size > have:
+            raise FederatedDataError(
+                f"federated.feature_shift.sizes: {size} samples per client, but client {str(name)!r} holds "
+                f"{have} training samples in {source}; use sizes <= {have}"
+            )
+        images, labels = arrays["train_images"][mask], arrays["train_labels"][mask]
+        keep = stratified_subset(labels, size, rng)
+        emask = arrays[f"{eval_split}_client"] == k
+        clients.append(ClientData(
+            str(name), torch.from_numpy(images[keep]), torch.from_numpy(labels[keep]),
+            torch.from_numpy(arrays[f"{eval_split}_images"][emask]), torch.from_numpy(arrays[f"{eval_split}_labels"][emask]),
+        ))
+    return clients
+
+
+@torch.no_grad()
+def embed(backbone: torch.nn.Module, images: np.ndarray, batch: int = 512) -> torch.Tensor:
+    backbone.eval()
+    x = torch.from_numpy(images)
+    return torch.cat([backbone.features(x[i:i + batch]) for i in range(0, len(x), batch)]) if len(x) else \
+        torch.zeros(0, backbone.head.in_features)
+
+
+def embedding_clients(arrays: dict, features: dict[str, torch.Tensor], eval_split: str) -> list[ClientData]:
+    """Clients over precomputed backbone embeddings (`features[split]`, row-aligned with arrays)."""
+    clients = []
+    for k, name in enumerate(arrays["client_names"]):
+        mask = torch.from_numpy(arrays["train_client"] == k)
+        emask = torch.from_numpy(arrays[f"{eval_split}_client"] == k)
+        clients.append(ClientData(
+            str(name), features["train"][mask], torch.from_numpy(arrays["train_labels"])[mask],
+            features[eval_split][emask], torch.from_numpy(arrays[f"{eval_split}_labels"])[emask],
+        ))
+    return clients
+
+
+# ---- GGEUR --------------------------------------------------------------------------------
+
+def client_class_stats(client: ClientData, num_classes: int) -> dict[int, ggeur.ClassStats]:
+    """What a GGEUR client sends: per class it holds, (count, mean, covariance). No samples."""
+    return {c: ggeur.class_stats(client.x_train[client.y_train == c]) for c in range(num_classes)
+            if int((client.y_train == c).sum()) > 0}
+
+
+def server_geometry(sent: list[dict[int, ggeur.ClassStats]], num_classes: int) -> dict[int, tuple]:
+    """Per class, the eigen-pairs of the exactly pooled covariance (the global geometric shape)."""
+    shapes = {}
+    for c in range(num_classes):
+        held = [s[c] for s in sent if c in s]
+        if held:
+            shapes[c] = ggeur.eigen_directions(ggeur.pool(held).cov)
+    return shapes
+
+
+def combine(real: torch.Tensor, generated: torch.Tensor, target: int, gen: torch.Generator) -> torch.Tensor:
+    """All real rows, filled up to `target` with generated ones. (The released code also cuts a
+    class with more than `target` real rows down to `target`; we keep every real row.)"""
+    if len(real) >= target:
+        return real
+    pick = torch.randperm(len(generated), generator=gen)[: target - len(real)]
+    return torch.cat([real, generated[pick]])
+
+
+def ggeur_augment(clients: list[ClientData], num_classes: int, cfg, seed: int,
+                  prototypes: bool = False) -> tuple[list[ClientData], int]:
+    """Every client's train set rebuilt as real + generated embeddings per class (GGEUR).
+    Single domain: new rows around the client's own samples. Multi-domain (`prototypes`): also
+    around the other clients' class means, which the server relays. Returns the new clients
+    (their FedAvg weight stays the real sample count) and the bytes the statistics cost."""
+    sent = [client_class_stats(c, num_classes) for c in clients]
+    shapes = server_geometry(sent, num_classes)
+    nbytes = sum(8 * (1 + s.mean.numel() + s.cov.numel()) for stats in sent for s in stats.values())
+    nbytes += len(clients) * sum(8 * (v.numel() + w.numel()) for v, w in shapes.values())
+    out = []
+    for k, c in enumerate(clients):
+        gen = torch.Generator().manual_seed(seed * 7919 + k)
+        xs, ys = [], []
+        for label, (values, vectors) in shapes.items():
+            real = c.x_train[c.y_train == label]
+            pieces = []
+            if len(real):
+                pieces.append(ggeur.augment(real, values, vectors, cfg.per_sample, cfg.scale, gen))
+            if prototypes:
+                others = torch.stack([s[label].mean for j, s in enumerate(sent) if j != k and label in s]) \
+                    if any(label in s for j, s in enumerate(sent) if j != k) else None
+                if others is not None:
+                    pieces.append(ggeur.augment(others.to(real.dtype), values, vectors, cfg.prototype_samples, cfg.scale, gen))
+            if not pieces:
+                continue
+            rows = combine(real, torch.cat(pieces), cfg.target_size, gen)
+            xs.append(rows)
+            ys.append(torch.full((len(rows),), label, dtype=c.y_train.dtype))
+        out.append(ClientData(c.name, torch.cat(xs), torch.cat(ys), c.x_eval, c.y_eval, num_samples=c.num_samples))
+    return out, nbytes

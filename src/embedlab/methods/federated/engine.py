@@ -1,0 +1,388 @@
+"""The default engine: an in-process simulation of all clients, one Lightning fit per run.
+
+`FederatedSimulation` is a LightningModule holding every client's network stacked (nets.py).
+One training step is one local step on every client at once; after `local_steps` steps the
+round ends: each client's state is cut out (`unstack`), its public part becomes an `Update`,
+`core.server_aggregate` merges the updates and `core.merge_global` gives every client its
+start state for the next round. Private parts never enter an update: FedBN's normalisation
+layers, FRAug's RTNets, and with `local` everything.
+
+`client_update` runs one client's round alone (K = 1) through the same module and the same
+training step: what a Flower ClientApp calls, and what the simulation is tested against.
+Batches and noise come from per-(seed, client, round) generators, so the stacked run and the
+one-client runs draw the same numbers and a run is deterministic for its seed.
+
+Algorithms:
+  local    no communication
+  fedavg   sample-weighted mean of every parameter and buffer
+  fedprox  fedavg, and the local loss adds (mu / 2) ||w - w_global||^2
+  fedbn    fedavg except normalisation layers, which stay local
+  fraug    fedbn, and a shared generator G (aggregated like the network) plus a local RTNet
+           make synthetic embeddings the head also trains on (weight rho), after warm-up rounds
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from embedlab.methods.federated import core
+from embedlab.methods.federated.nets import ClientCNN, Generator, LinearHead, RTNet, stack, unstack
+
+ALGORITHMS = ("local", "fedavg", "fedprox", "fedbn", "fraug")
+_SERVER_RULE = {"local": None, "fedavg": "fedavg", "fedprox": "fedavg", "fedbn": "fedbn", "fraug": "fedbn"}
+
+
+@dataclass
+class ClientData:
+    """One client's local arrays. `x_train` may hold augmented rows (GGEUR); `num_samples` is
+    the count of real ones, which weights the client in FedAvg."""
+
+    name: str
+    x_train: Tensor
+    y_train: Tensor
+    x_eval: Tensor
+    y_eval: Tensor
+    num_samples: int | None = None
+
+    def __post_init__(self):
+        if self.num_samples is None:
+            self.num_samples = len(self.y_train)
+        if len(self.y_train) == 0:
+            raise ValueError(f"federated client {self.name!r} holds no training samples")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    algorithm: str
+    seed: int
+    rounds: int
+    local_steps: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    mu: float = 0.0
+    model: dict = field(default_factory=dict)  # {"kind": "cnn"|"head", ...kwargs}
+    fraug: dict | None = None  # FRAugParams as a dict when algorithm == "fraug"
+
+    def __post_init__(self):
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"federated algorithm {self.algorithm!r}: expected one of {', '.join(ALGORITHMS)}")
+        if self.algorithm == "fraug" and (self.fraug is None or self.model.get("kind") != "cnn"):
+            raise ValueError("fraug needs fraug params and the cnn model (it augments the learned embedding)")
+
+
+def build_model(model: dict, clients: int) -> torch.nn.Module:
+    kwargs = {k: v for k, v in model.items() if k != "kind"}
+    if model.get("kind") == "cnn":
+        return ClientCNN(clients, **kwargs)
+    if model.get("kind") == "head":
+        return LinearHead(clients, **kwargs)
+    raise ValueError(f"federated model kind {model.get('kind')!r}: expected 'cnn' or 'head'")
+
+
+def init_parts(cfg: RunConfig, clients: int) -> dict[str, torch.nn.Module]:
+    """One server initialisation, broadcast: the K = 1 networks drawn from the seed, copied to
+    every client slot (so a lone `client_update` starts from the very same weights)."""
+    torch.manual_seed(cfg.seed)
+    single = {"net": build_model(cfg.model, 1)}
+    parts = {"net": build_model(cfg.model, clients)}
+    if cfg.algorithm == "fraug":
+        fr, emb, classes = cfg.fraug, cfg.model["embedding_dim"], cfg.model["num_classes"]
+        for k, name in ((1, single), (clients, parts)):
+            name["gen"] = Generator(k, fr["noise_dim"], classes, emb, fr["hidden"])
+            name["rtnet"] = RTNet(k, emb, classes, fr["hidden"], fr["rtnet_init_scale"])
+    for name, part in parts.items():
+        part.load_state_dict(stack([single[name].state_dict()] * clients))
+    return parts
+
+
+def shared_parts(algorithm: str, parts) -> list[str]:
+    """The parts whose (public) state goes to the server: none for `local`; never the RTNet."""
+    return [] if algorithm == "local" else [p for p in parts if p != "rtnet"]
+
+
+def initial_state(cfg: RunConfig) -> dict[str, dict[str, Tensor]]:
+    """The server's first global state, per shared part."""
+    parts = init_parts(cfg, 1)
+    return {name: parts[name].state_dict() for name in shared_parts(cfg.algorithm, parts)}
+
+
+def _generator(seed: int, client: int, rnd: int, purpose: int) -> torch.Generator:
+    return torch.Generator().manual_seed(((seed * 1_000_003 + client) * 10_007 + rnd) * 11 + purpose)
+
+
+def rbf_mmd2(x: Tensor, y: Tensor) -> Tensor:
+    """Per client, a biased kernel MMD^2 between (K, B, d) sets, RBF at the median distance."""
+    xy = torch.cat([x, y], 1)
+    d2 = torch.cdist(xy, xy).pow(2)
+    bandwidth = d2.detach().flatten(1).median(1).values.clamp_min(1e-6).view(-1, 1, 1)
+    k = torch.exp(-d2 / bandwidth)
+    n = x.shape[1]
+    return k[:, :n, :n].mean((1, 2)) + k[:, n:, n:].mean((1, 2)) - 2 * k[:, :n, n:].mean((1, 2))
+
+
+def _ce(logits: Tensor, y: Tensor) -> Tensor:
+    """Per-client mean cross-entropy, summed over clients (each client's gradient is its own)."""
+    k, b, c = logits.shape
+    return F.cross_entropy(logits.reshape(k * b, c), y.reshape(-1), reduction="none").reshape(k, b).mean(1).sum()
+
+
+def _lightning_module():
+    import lightning as L
+
+    class FederatedSimulation(L.LightningModule):
+        """Every client, stacked; see the module docstring."""
+
+        def __init__(self, clients: list[ClientData], cfg: RunConfig, client_ids: list[int] | None = None,
+                     first_round: int = 0):
+            super().__init__()
+            self.automatic_optimization = False
+            self.cfg, self.data = cfg, clients
+            self.client_ids = client_ids or list(range(len(clients)))
+            self.first_round = first_round
+            k = len(clients)
+            parts = init_parts(cfg, k)
+            self.net, self.gen, self.rtnet = parts["net"], parts.get("gen"), parts.get("rtnet")
+            self.local_keys = core.norm_keys(self.net) if _SERVER_RULE[cfg.algorithm] == "fedbn" else set()
+            self.history: dict[str, list] = {"round": [], "eval_acc": [], "upload_bytes": [], "download_bytes": []}
+            self.global_states: dict[str, dict] = {}
+            self.on_round = None
+
+        # -- parts and what crosses the boundary --------------------------------------
+        def parts(self) -> dict[str, torch.nn.Module]:
+            parts = {"net": self.net}
+            if self.gen is not None:
+                parts |= {"gen": self.gen, "rtnet": self.rtnet}
+            return parts
+
+        def shared_parts(self) -> list[str]:
+            return shared_parts(self.cfg.algorithm, self.parts())
+
+        def configure_optimizers(self):
+            c = self.cfg
+            opts = [torch.optim.SGD(self.net.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)]
+            if self.gen is not None:
+                opts += [torch.optim.Adam(self.gen.parameters(), lr=c.fraug["lr"]),
+                         torch.optim.Adam(self.rtnet.parameters(), lr=c.fraug["lr"])]
+            return opts
+
+        # -- one local step on every client ----------------------------------------------
+        def draw_round(self, rnd: int) -> None:
+            """Each client's batch indices (and FRAug noise) for the whole round, from its own
+            (seed, client, round) stream: a client alone draws exactly what it draws stacked."""
+            c = self.cfg
+            idx, noise = [], []
+            for data, cid in zip(self.data, self.client_ids):
+                gen = _generator(c.seed, cid, rnd, 0)
+                idx.append(torch.randint(len(data.y_train), (c.local_steps, c.batch_size), generator=gen))
+                if self.gen is not None:
+                    noise.append(torch.rand(c.local_steps, c.batch_size, self.gen.noise_dim, generator=gen))
+            self.round_idx = idx
+            self.round_noise = torch.stack(noise, 1) if noise else None  # (steps, K, B, nz)
+
+        def batch(self, step: int) -> tuple[Tensor, Tensor]:
+            xs = [c.x_train[i[step]] for c, i in zip(self.data, self.round_idx)]
+            ys = [c.y_train[i[step]] for c, i in zip(self.data, self.round_idx)]
+            return torch.stack(xs).to(self.device), torch.stack(ys).to(self.device)
+
+        def training_step(self, step_index, _batch_idx=None):
+            cfg = self.cfg
+            rnd = self.first_round + int(step_index) // cfg.local_steps
+            step = int(step_index) % cfg.local_steps
+            if step == 0:
+                self.start_round(rnd)
+            x, y = self.batch(step)
+            opts = self.optimizers()
+            opts = opts if isinstance(opts, list) else [opts]
+            f = self.net.embed(x)
+            loss = _ce(self.net.head(f), y)
+            if cfg.algorithm == "fedprox" and cfg.mu > 0:
+                loss = loss + self.prox_term()
+            augment = self.gen is not None and rnd >= cfg.fraug["warmup_rounds"]
+            if augment:
+                g, r = self.synthetic(f.detach(), y, step)
+                loss = loss + cfg.fraug["rho"] * _ce(self.net.head(r.detach()), y)
+            opts[0].zero_grad()
+            self.manual_backward(loss)
+            opts[0].step()
+            if augment:
+                self.fraug_steps(f.detach(), y, step, opts[1], opts[2])
+            self.log("train_loss", loss.detach() / len(self.data), prog_bar=True)
+            if step == cfg.local_steps - 1:
+                self.end_round(rnd)
+
+        def prox_term(self) -> Tensor:
+            total = 0.0
+            for name, p in self.net.named_parameters():
+                ref = self.round_start[name].to(p)
+                total = total + 0.5 * self.cfg.mu * (p - ref).pow(2).sum()
+            return total  # sum over clients of each client's term (their slices are disjoint)
+
+        def synthetic(self, f: Tensor, y: Tensor, step: int) -> tuple[Tensor, Tensor]:
+            z = self.round_noise[step].to(f)
+            radius = f.norm(dim=-1).mean(1).view(-1, 1, 1)
+            g = self.gen(z, y, radius)
+            return g, self.rtnet(g, f, y)
+
+        def fraug_steps(self, f: Tensor, y: Tensor, step: int, opt_g, opt_r) -> None:
+            fr = self.cfg.fraug
+            classes = self.cfg.model["num_classes"]
+            onehot = F.one_hot(y, classes).to(f)  # (K, B, C)
+            means = onehot.transpose(1, 2) @ f / onehot.sum(1).clamp_min(1).unsqueeze(-1)  # (K, C, d)
+            # Generator: classify as y, and stay away from the local class means (bounded: its
+            # output lies on the sphere of the real embeddings' typical norm).
+            g, _ = self.synthetic(f, y, step)
+            spread = (g - torch.gather(means, 1, y.unsqueeze(-1).expand_as(g))).norm(dim=-1).mean(1).sum()
+            loss_g = _ce(self.net.head(g), y) - fr["lambda_g"] * spread
+            opt_g.zero_grad()
+            self.manual_backward(loss_g)
+            opt_g.step()
+            # RTNet: hard for the head (high prediction entropy), close to the real local embeddings.
+            r = self.rtnet(g.detach(), f, y)
+            logp = F.log_softmax(self.net.head(r), -1)
+            entropy = -(logp.exp() * logp).sum(-1).mean(1)
+            loss_r = (-entropy + fr["lambda_r"] * rbf_mmd2(r, f)).sum()
+            opt_r.zero_grad()
+            self.manual_backward(loss_r)
+            opt_r.step()
+            self.net.zero_grad(set_to_none=True)
+
+        # -- rounds ---------------------------------------------------------------------
+        def start_round(self, rnd: int) -> None:
+            self.draw_round(rnd)
+            for opt in (self.optimizers() if isinstance(self.optimizers(), list) else [self.optimizers()]):
+                opt.optimizer.state.clear() if hasattr(opt, "optimizer") else opt.state.clear()
+            if self.cfg.algorithm == "fedprox":
+                self.round_start = {k: v.detach().clone() for k, v in self.net.named_parameters()}
+
+        def end_round(self, rnd: int) -> None:
+            k = len(self.data)
+            up = down = 0
+            for name in self.shared_parts():
+                part = self.parts()[name]
+                states = unstack(part.state_dict(), k)
+                private = self.local_keys if name == "net" else set()
+                updates = [core.Update({n: t for n, t in s.items() if n not in private}, c.num_samples)
+                           for s, c in zip(states, self.data)]
+                glob = core.server_aggregate(updates, "fedavg")
+                up += sum(core.state_bytes(u.state) for u in updates)
+                down += k * core.state_bytes(glob)
+                part.load_state_dict(stack([core.merge_global(s, glob) for s in states]))
+                self.global_states[name] = glob
+            self.history["round"].append(rnd + 1)
+            self.history["eval_acc"].append(self.accuracies())
+            self.history["upload_bytes"].append(up)
+            self.history["download_bytes"].append(down)
+            if self.on_round is not None:
+                self.on_round(rnd, self.history["eval_acc"][-1])
+
+        @torch.no_grad()
+        def accuracies(self) -> list[float]:
+            return accuracies(self.net, self.data, self.device)
+
+    return FederatedSimulation
+
+
+@torch.no_grad()
+def accuracies(net: torch.nn.Module, clients: list[ClientData], device="cpu", split: str = "eval") -> list[float]:
+    """Each client's accuracy on its own eval split, with its own slice of the stacked net."""
+    was = net.training
+    net.eval()
+    out = []
+    for k, c in enumerate(clients):
+        x = c.x_eval.to(device)
+        # Run client k's slice: feed its data in slot k, zeros elsewhere (slots are independent).
+        full = torch.zeros((len(clients), *x.shape), dtype=x.dtype, device=device)
+        full[k] = x
+        pred = net(full)[k].argmax(-1).cpu()
+        out.append(float((pred == c.y_eval).float().mean()))
+    net.train(was)
+    return out
+
+
+def _fit(module, steps: int, seed: int, progress: bool) -> None:
+    import logging
+    import warnings
+
+    import lightning as L
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)  # thousands of tiny fits: no banners
+    warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers|LitLogger|litlogger|LeafSpec).*")
+
+    L.seed_everything(seed, verbose=False)
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_model_summary=False, enable_progress_bar=progress, deterministic=True,
+                        num_sanity_val_steps=0)
+    trainer.fit(module, train_dataloaders=range(steps))
+
+
+def simulate(clients: list[ClientData], cfg: RunConfig, progress: bool = False) -> dict:
+    """Run `cfg.rounds` rounds over `clients`; returns per-round eval accuracies, bytes and the
+    final stacked states (every client's network, generator and RTNet). `progress`: a bar
+    over rounds showing the mean eval accuracy."""
+    module = _lightning_module()(clients, cfg)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.rounds, desc=f"{cfg.algorithm} seed {cfg.seed}", unit="round")
+        module.on_round = lambda r, acc: (bar.update(1), bar.set_postfix(eval_acc=f"{np.mean(acc):.3f}"))
+    start = time.perf_counter()
+    try:
+        _fit(module, cfg.rounds * cfg.local_steps, cfg.seed, progress=False)
+    finally:
+        if bar is not None:
+            bar.close()
+    return {
+        "history": module.history,
+        "final_eval_acc": module.history["eval_acc"][-1],
+        "states": {name: {k: v.detach().cpu() for k, v in part.state_dict().items()} for name, part in module.parts().items()},
+        "global": module.global_states,
+        "local_keys": sorted(module.local_keys),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def client_update(global_state: dict[str, dict], client: ClientData, cfg: RunConfig, *, client_id: int,
+                  rnd: int, private: dict[str, dict] | None = None) -> tuple[core.Update, dict[str, dict]]:
+    """One client's round alone: start from `global_state` (per part) merged over its `private`
+    state, train `cfg.local_steps` steps, return (the Update it sends, its new private state).
+    The Update holds only shared parts' public tensors; never samples, never an RTNet."""
+    module = _lightning_module()(clients=[client], cfg=cfg, client_ids=[client_id], first_round=rnd)
+    for name, part in module.parts().items():
+        state = part.state_dict()
+        if private and name in private:
+            state = {**state, **private[name]}
+        if name in global_state:
+            state = core.merge_global(state, global_state[name])
+        part.load_state_dict(state)
+    module.history = {key: [] for key in module.history}
+    module.end_round = lambda r: None  # the server, not the client, ends the round
+    _fit(module, cfg.local_steps, cfg.seed + rnd, progress=False)
+    payload, keep = {}, {}
+    for name, part in module.parts().items():
+        state = {k: v.detach().clone() for k, v in part.state_dict().items()}
+        if name in module.shared_parts():
+            private_keys = module.local_keys if name == "net" else set()
+            payload[name] = {k: v for k, v in state.items() if k not in private_keys}
+        keep[name] = state
+    flat = {f"{name}.{k}": v for name, s in payload.items() for k, v in s.items()}
+    return core.Update(flat, client.num_samples, {"client": client.name}), keep
+
+
+def split_payload(state: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
+    """The flat `part.key` names of an Update's state -> {part: state}."""
+    out: dict[str, dict] = {}
+    for key, value in state.items():
+        part, _, name = key.partition(".")
+        out.setdefault(part, {})[name] = value
+    return out
+

@@ -1,0 +1,257 @@
+"""train@federated: every (setting, algorithm, size or alpha, seed) run of the simulation.
+
+Runs (the clients come from the partition stage; see clients.py):
+  feature_shift   CNN on pixels, 5 domain clients: local, fedavg, fedprox, fedbn, fraug, at
+                  each size in `feature_shift.sizes`; and GGEUR's multi-domain variant beside
+                  FedAvg on a linear head over the frozen backbone's embeddings
+                  (`fedavg_head`, `ggeur`).
+  label_skew      linear head on the frozen backbone's embeddings, Dirichlet clients, at the
+                  default alpha and each extra one: fedavg, fedavg_ggeur, fedprox, fedprox_ggeur.
+
+Training only ever looks at the val split (the per-round curves); the test split is read by
+evaluate@federated alone. Runs go to `workers` spawned processes (one thread each); every run
+is deterministic for its seed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from embedlab.io import write_json_atomic
+from embedlab.params import Params
+from embedlab.paths import Paths
+
+NAME = "federated"
+FS_ALGOS_HEAD = ("fedavg_head", "ggeur")
+LS_ALGOS = ("fedavg", "fedavg_ggeur", "fedprox", "fedprox_ggeur")
+
+
+@dataclass(frozen=True)
+class Job:
+    setting: str  # feature_shift | label_skew | label_skew_alpha<a>
+    algorithm: str
+    seed: int
+    size: int = 0  # feature_shift: samples per client
+
+    @property
+    def key(self) -> str:
+        return f"{self.setting}/{self.algorithm}/n{self.size}/s{self.seed}"
+
+
+def label_skew_settings(params: Params) -> dict[str, float]:
+    from embedlab.data.partition import label_skew_setting
+
+    ls = params.partition.label_skew
+    return {"label_skew": ls.alpha, **{label_skew_setting(a): a for a in ls.extra_alphas}}
+
+
+def planned_jobs(params: Params) -> list[Job]:
+    f = params.federated
+    fs = f.feature_shift
+    jobs = [Job("feature_shift", a, s, n) for n in fs.sizes for a in fs.algorithms for s in f.seeds]
+    jobs += [Job("feature_shift", a, s, n) for n in fs.sizes for a in FS_ALGOS_HEAD for s in f.seeds]
+    jobs += [Job(setting, a, s) for setting in label_skew_settings(params) for a in LS_ALGOS for s in f.seeds]
+    return jobs
+
+
+# ---- one run ------------------------------------------------------------------------------
+
+_CACHE: dict = {}
+
+
+def _data(root: Path, setting: str, num_classes: int):
+    """(partition arrays, backbone features per split) for a setting, cached per process."""
+    key = (str(root), setting)
+    if key not in _CACHE:
+        from embedlab.classifier import load_classifier
+        from embedlab.data.partition import load_partition
+        from embedlab.methods.federated.clients import embed
+
+        arrays = load_partition(Paths(root).partitions, setting)
+        backbone = load_classifier(Paths(root).model_dir("backbone"))
+        if backbone.head.out_features != num_classes:
+            raise ValueError(f"models/backbone has {backbone.head.out_features} classes, the partition {num_classes}")
+        features = {s: embed(backbone, arrays[f"{s}_images"]) for s in ("train", "val", "test")}
+        _CACHE[key] = (arrays, features)
+    return _CACHE[key]
+
+
+def run_config(params: Params, job: Job, num_classes: int, image_size: int):
+    from embedlab.methods.federated.engine import RunConfig
+
+    f = params.federated
+    train = f.feature_shift if job.setting == "feature_shift" else f.label_skew
+    algorithm = job.algorithm.replace("_ggeur", "").replace("_head", "")
+    if algorithm == "ggeur":
+        algorithm = "fedavg"
+    head = job.setting != "feature_shift" or job.algorithm in FS_ALGOS_HEAD
+    if head:
+        model = {"kind": "head", "embedding_dim": None, "num_classes": num_classes}
+    else:
+        model = {"kind": "cnn", "image_size": image_size, "num_classes": num_classes,
+                 "width": f.feature_shift.width, "embedding_dim": f.feature_shift.embedding_dim}
+    rounds = f.feature_shift.ggeur_rounds if (job.setting == "feature_shift" and head) else train.rounds
+    return RunConfig(
+        algorithm=algorithm, seed=job.seed, rounds=rounds, local_steps=train.local_steps,
+        batch_size=train.batch_size, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay,
+        mu=train.fedprox_mu if algorithm == "fedprox" else 0.0, model=model,
+        fraug=f.fraug.model_dump() if algorithm == "fraug" else None,
+    )
+
+
+def job_clients(params: Params, root: Path, job: Job, eval_split: str, num_classes: int):
+    """The clients a run trains on (eval on `eval_split`), and the bytes GGEUR's statistics cost."""
+    from embedlab.methods.federated.clients import embedding_clients, feature_shift_clients, ggeur_augment, stratified_subset
+
+    arrays, features = _data(root, job.setting, num_classes)
+    source = Paths(root).partitions / f"{job.setting}.npz"
+    if job.setting == "feature_shift":
+        clients = feature_shift_clients(arrays, job.size, job.seed, eval_split, source)
+        if job.algorithm not in FS_ALGOS_HEAD:
+            return clients, 0
+        # The same subsampled rows, as backbone embeddings.
+        rng = np.random.default_rng(job.seed)
+        emb = embedding_clients(arrays, features, eval_split)
+        for k, c in enumerate(emb):
+            labels = c.y_train.numpy()
+            keep = torch.from_numpy(stratified_subset(labels, job.size, rng))
+            c.x_train, c.y_train, c.num_samples = c.x_train[keep], c.y_train[keep], len(keep)
+        clients = emb
+    else:
+        clients = embedding_clients(arrays, features, eval_split)
+    if "ggeur" in job.algorithm:
+        return ggeur_augment(clients, num_classes, params.federated.ggeur, job.seed,
+                             prototypes=job.setting == "feature_shift")
+    return clients, 0
+
+
+def run_job(job: Job, params: Params, root: Path, num_classes: int, image_size: int) -> dict:
+    from embedlab.methods.federated.engine import simulate
+
+    clients, stats_bytes = job_clients(params, root, job, "val", num_classes)
+    cfg = run_config(params, job, num_classes, image_size)
+    if cfg.model["kind"] == "head":
+        cfg = type(cfg)(**{**asdict(cfg), "model": {**cfg.model, "embedding_dim": int(clients[0].x_train.shape[1])}})
+    result = simulate(clients, cfg)
+    h = result["history"]
+    return {
+        "job": asdict(job), "key": job.key, "config": asdict(cfg), "seconds": result["seconds"],
+        "val_curve": [float(np.mean(a)) for a in h["eval_acc"]],
+        "val_final_per_client": result["final_eval_acc"],
+        "bytes_per_round": int(np.mean([u + d for u, d in zip(h["upload_bytes"], h["download_bytes"])])),
+        "setup_bytes": int(stats_bytes),
+        "clients": [c.name for c in clients], "train_rows": [len(c.y_train) for c in clients],
+        "num_samples": [c.num_samples for c in clients],
+        "local_keys": result["local_keys"],
+        "states": result["states"],
+    }
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # small nets: one process per core beats threads within one
+
+
+def _worker_run(job: Job, raw: dict, root: str, num_classes: int, image_size: int) -> dict:
+    from embedlab.params import parse_params
+
+    return run_job(job, parse_params(raw), Path(root), num_classes, image_size)
+
+
+def run_all(params: Params, root: Path, jobs: list[Job], num_classes: int, image_size: int,
+            progress: bool = True) -> list[dict]:
+    from tqdm.auto import tqdm
+
+    from embedlab.training import resolve_device
+
+    device = resolve_device(params.trainer)
+    workers = params.federated.workers if device.type == "cpu" else 1
+    results: list[dict] = []
+    bar = tqdm(total=len(jobs), desc="federated runs", unit="run", disable=not progress)
+    if workers > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        raw = params.model_dump(by_alias=True)
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
+            futures: list[Future] = [pool.submit(_worker_run, j, raw, str(root), num_classes, image_size) for j in jobs]
+            for fut in futures:
+                results.append(fut.result())
+                bar.update(1)
+                bar.set_postfix_str(results[-1]["key"])
+    else:
+        for j in jobs:
+            results.append(run_job(j, params, root, num_classes, image_size))
+            bar.update(1)
+            bar.set_postfix_str(j.key)
+    bar.close()
+    return results
+
+
+def _meta(paths: Paths) -> tuple[int, int]:
+    arrays = np.load(paths.partitions / "feature_shift.npz")
+    return int(max(arrays["train_labels"].max(), arrays["test_labels"].max())) + 1, int(arrays["train_images"].shape[-1])
+
+
+def train(params: Params, paths: Paths) -> None:
+    from embedlab.methods.federated.clients import FederatedDataError
+
+    fs = params.federated.feature_shift
+    num_classes, image_size = _meta(paths)
+    # Fail before any work if a size does not fit a client.
+    shard = np.load(paths.partitions / "feature_shift.npz")
+    smallest = int(np.bincount(shard["train_client"]).min())
+    if max(fs.sizes) > smallest:
+        raise FederatedDataError(
+            f"federated.feature_shift.sizes: {max(fs.sizes)} samples per client, but the smallest client in "
+            f"{paths.partitions / 'feature_shift.npz'} holds {smallest} training samples; use sizes <= {smallest}"
+        )
+    start = time.perf_counter()
+    jobs = planned_jobs(params)
+    results = run_all(params, paths.root, jobs, num_classes, image_size, progress=params.trainer.progress_bar)
+    model_dir = paths.model_dir(NAME)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tmp = model_dir / "runs.pt.tmp"
+    torch.save({r["key"]: r.pop("states") for r in results}, tmp)
+    tmp.replace(model_dir / "runs.pt")
+    log_live(paths.dvclive(NAME), params, results)
+    write_json_atomic(model_dir / "runs.json", {
+        "num_classes": num_classes, "image_size": image_size,
+        "wall_seconds": round(time.perf_counter() - start, 1), "runs": results,
+    })
+
+
+def log_live(live_dir: Path, params: Params, results: list[dict]) -> None:
+    """dvclive/federated/: the mean val-accuracy curve per algorithm (default feature-shift size
+    and default label-skew alpha), one step per round."""
+    from dvclive import Live
+
+    size = params.federated.feature_shift.samples_per_client
+    curves: dict[str, list] = {}
+    for r in results:
+        job = r["job"]
+        if (job["setting"], job["size"]) in (("feature_shift", size), ("label_skew", 0)):
+            curves.setdefault(f"{job['setting']}/{job['algorithm']}", []).append(r["val_curve"])
+    with Live(str(live_dir), save_dvc_exp=False, dvcyaml=False, report=None) as live:
+        length = max((len(c[0]) for c in curves.values()), default=0)
+        for i in range(length):
+            live.step = i + 1
+            for name, runs in curves.items():
+                if i < len(runs[0]):
+                    live.log_metric(f"{name}/val_acc", float(np.mean([c[i] for c in runs])))
+
+
+def load_runs(model_dir: Path) -> tuple[dict, dict]:
+    """(runs.json, {key: stacked states}) of a trained stage."""
+    info = json.loads((model_dir / "runs.json").read_text())
+    states = torch.load(model_dir / "runs.pt", map_location="cpu", weights_only=True)
+    return info, states
+
+
+from embedlab.methods.federated.scoring import evaluate, export  # noqa: E402,F401  (the method interface)

@@ -1,0 +1,231 @@
+"""evaluate@federated: test accuracy of every trained run, tables over seeds, plots; export.
+
+The test split is read here only. Each run's final networks are rebuilt from runs.pt and
+scored on every client's own test shard:
+  feature_shift.accuracy  mean over clients of per-client test accuracy
+  label_skew.accuracy     pooled test accuracy (all clients' test shards: the whole test split)
+Means and stds over seeds; for each method pair, the per-seed paired gains.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from embedlab.io import write_json_atomic
+from embedlab.params import Params
+from embedlab.paths import Paths
+
+FS_PAIRS = (("fraug", "fedbn"), ("fedbn", "fedavg"), ("fedprox", "fedavg"), ("fedbn", "local"), ("ggeur", "fedavg_head"))
+LS_PAIRS = (("fedavg_ggeur", "fedavg"), ("fedprox_ggeur", "fedprox"), ("fedprox", "fedavg"))
+
+
+def _rebuild(run: dict, states: dict) -> torch.nn.Module:
+    from embedlab.methods.federated.engine import build_model
+
+    net = build_model(run["config"]["model"], len(run["clients"]))
+    net.load_state_dict(states["net"])
+    return net
+
+
+def score_run(run: dict, states: dict, params: Params, root: Path) -> list[float]:
+    from embedlab.methods.federated.engine import accuracies
+    from embedlab.methods.federated.method import Job, job_clients
+
+    job = Job(**run["job"])
+    clients, _ = job_clients(params, root, job, "test", run["config"]["model"]["num_classes"])
+    return accuracies(_rebuild(run, states), clients)
+
+
+def _r(x: float) -> float:
+    return round(float(x), 4)
+
+
+def _table(per_seed: dict[str, list[float]]) -> dict:
+    return {"accuracy": {a: _r(np.mean(v)) for a, v in per_seed.items()},
+            "accuracy_std": {a: _r(np.std(v)) for a, v in per_seed.items()}}
+
+
+def _gains(per_seed: dict[str, list[float]], pairs) -> dict:
+    out = {}
+    for a, b in pairs:
+        if a in per_seed and b in per_seed:
+            d = np.asarray(per_seed[a]) - np.asarray(per_seed[b])
+            out[f"{a}-{b}"] = {"mean": _r(d.mean()), "std": _r(d.std()), "wins": int((d > 0).sum()),
+                               "per_seed": [_r(x) for x in d]}
+    return out
+
+
+def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
+    """`evaluator` is unused: these models classify for themselves, scored against test labels."""
+    from embedlab.methods.federated.method import NAME, label_skew_settings, load_runs
+
+    info, all_states = load_runs(paths.model_dir(NAME))
+    f = params.federated
+    per_seed: dict = defaultdict(lambda: defaultdict(list))  # (setting, size) -> algo -> [acc]
+    per_client: dict = defaultdict(lambda: defaultdict(list))
+    curves: dict = defaultdict(lambda: defaultdict(list))
+    nbytes: dict = defaultdict(dict)
+    seconds: dict = defaultdict(float)
+    for run in info["runs"]:
+        job = run["job"]
+        accs = score_run(run, all_states[run["key"]], params, paths.root)
+        if job["setting"] == "feature_shift":
+            value = float(np.mean(accs))
+        else:  # pooled over the clients' test shards
+            sizes = np.asarray([int(n) for n in _test_sizes(paths, job["setting"], len(accs))])
+            value = float((np.asarray(accs) * sizes).sum() / sizes.sum())
+        group = (job["setting"], job["size"])
+        per_seed[group][job["algorithm"]].append(value)
+        per_client[group][job["algorithm"]].append(accs)
+        curves[group][job["algorithm"]].append(run["val_curve"])
+        nbytes[group][job["algorithm"]] = {"per_round": run["bytes_per_round"], "setup": run["setup_bytes"]}
+        seconds[job["algorithm"]] += run["seconds"]
+        names = run["clients"]
+
+    def block(group, pairs, names_for):
+        seeds = per_seed[group]
+        out = _table(seeds)
+        out["paired_gain"] = _gains(seeds, pairs)
+        out["per_client"] = {a: dict(zip(names_for, [_r(x) for x in np.mean(v, axis=0)])) for a, v in per_client[group].items()}
+        out["bytes_per_round"] = {a: b["per_round"] for a, b in nbytes[group].items()}
+        out["setup_bytes"] = {a: b["setup"] for a, b in nbytes[group].items() if b["setup"]}
+        out["per_seed"] = {a: [_r(x) for x in v] for a, v in seeds.items()}
+        return out
+
+    fs_names = [str(n) for n in np.load(paths.partitions / "feature_shift.npz")["client_names"]]
+    fs = f.feature_shift
+    by_size = {str(n): block(("feature_shift", n), FS_PAIRS, fs_names) for n in fs.sizes}
+    metrics: dict = {"feature_shift": {"samples_per_client": fs.samples_per_client, **by_size[str(fs.samples_per_client)],
+                                       "by_size": {n: {k: b[k] for k in ("accuracy", "accuracy_std", "paired_gain")}
+                                                   for n, b in by_size.items()}}}
+    settings = label_skew_settings(params)
+    by_alpha = {}
+    for setting, alpha in settings.items():
+        names = [str(n) for n in np.load(paths.partitions / f"{setting}.npz")["client_names"]]
+        by_alpha[f"{alpha:g}"] = block((setting, 0), LS_PAIRS, names)
+    default = f"{params.partition.label_skew.alpha:g}"
+    metrics["label_skew"] = {"alpha": params.partition.label_skew.alpha, **by_alpha[default],
+                             "by_alpha": {a: {k: b[k] for k in ("accuracy", "accuracy_std", "paired_gain")}
+                                          for a, b in by_alpha.items()}}
+    metrics["seeds"] = list(f.seeds)
+    metrics["wall_seconds"] = {"train": info["wall_seconds"], **{a: round(s, 1) for a, s in seconds.items()}}
+    write_json_atomic(paths.metrics(NAME), metrics)
+    plot_all(paths.plots(NAME), curves, per_client, metrics, fs, settings, params)
+    return metrics
+
+
+def _test_sizes(paths: Paths, setting: str, clients: int) -> list[int]:
+    arrays = np.load(paths.partitions / f"{setting}.npz")
+    return np.bincount(arrays["test_client"], minlength=clients).tolist()
+
+
+def plot_all(out: Path, curves, per_client, metrics: dict, fs, settings: dict, params: Params) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    groups = [("feature_shift", fs.samples_per_client, f"feature shift, {fs.samples_per_client} per client")]
+    groups += [(s, 0, f"label skew, alpha {a:g}") for s, a in settings.items()]
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 3.6), squeeze=False)
+    for ax, (setting, size, title) in zip(axes[0], groups):
+        for algo, runs in curves[(setting, size)].items():
+            mean = np.mean(runs, axis=0)
+            ax.plot(np.arange(1, len(mean) + 1), mean, label=algo)
+            rows += [{"setting": setting, "size": size, "algorithm": algo, "round": i + 1, "val_accuracy": round(float(v), 4)}
+                     for i, v in enumerate(mean)]
+        ax.set_title(title)
+        ax.set_xlabel("round")
+        ax.set_ylabel("val accuracy (mean over clients and seeds)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_vs_round.png", dpi=110)
+    plt.close(fig)
+    pd.DataFrame(rows).to_csv(out / "accuracy_vs_round.csv", index=False)
+
+    bars = [("feature_shift", metrics["feature_shift"]["per_client"]), ("label_skew", metrics["label_skew"]["per_client"])]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    crow = []
+    for ax, (setting, table) in zip(axes, bars):
+        algos = list(table)
+        names = list(next(iter(table.values())))
+        width = 0.8 / max(1, len(algos))
+        for i, algo in enumerate(algos):
+            vals = [table[algo][n] for n in names]
+            ax.bar(np.arange(len(names)) + i * width, vals, width, label=algo)
+            crow += [{"setting": setting, "algorithm": algo, "client": n, "test_accuracy": v} for n, v in zip(names, vals)]
+        ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=30, fontsize=7)
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{setting}: test accuracy per client (mean over seeds)")
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "per_client_accuracy.png", dpi=110)
+    plt.close(fig)
+    pd.DataFrame(crow).to_csv(out / "per_client_accuracy.csv", index=False)
+
+
+# ---- registry -------------------------------------------------------------------------------
+
+class _Personalised(torch.nn.Module):
+    """The published feature-shift program: every client's personalised network, stacked.
+    Input (K, B, 1, S, S), slot k = client k's images; output (K, B, classes) logits."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def best(table: dict[str, float], candidates) -> str:
+    return max((a for a in candidates if a in table), key=lambda a: table[a])
+
+
+def export(params: Params, paths: Paths):
+    from embedlab.methods.federated.method import NAME, load_runs
+    from embedlab.registry import ModelBundle
+
+    model_dir = paths.model_dir(NAME)
+    metrics = json.loads(paths.metrics(NAME).read_text())
+    info, all_states = load_runs(model_dir)
+    seed = params.federated.seeds[0]
+    fs_algo = best(metrics["feature_shift"]["accuracy"], params.federated.feature_shift.algorithms)
+    ls_algo = best(metrics["label_skew"]["accuracy"], metrics["label_skew"]["accuracy"])
+    chosen = {"feature_shift": f"feature_shift/{fs_algo}/n{params.federated.feature_shift.samples_per_client}/s{seed}",
+              "label_skew": f"label_skew/{ls_algo}/n0/s{seed}"}
+    runs = {r["key"]: r for r in info["runs"]}
+    bundle_dir = model_dir / "bundle"
+    bundle_dir.mkdir(exist_ok=True)
+    files = []
+    for setting, key in chosen.items():
+        run = runs[key]
+        torch.save(all_states[key], bundle_dir / f"{setting}.pt")
+        files.append(bundle_dir / f"{setting}.pt")
+    config = {
+        "published": chosen,
+        "feature_shift": {"clients": runs[chosen["feature_shift"]]["clients"], "model": runs[chosen["feature_shift"]]["config"]["model"],
+                          "per_client_keys": runs[chosen["feature_shift"]]["local_keys"],
+                          "note": "global parts are shared by every client; per_client_keys (normalisation layers "
+                                  "for fedbn/fraug) and FRAug's RTNet stay with each client: slot k is client k"},
+        "label_skew": {"model": runs[chosen["label_skew"]]["config"]["model"],
+                       "note": "one global linear head over the backbone's embeddings (models/backbone)"},
+    }
+    (bundle_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    files.append(bundle_dir / "config.json")
+    net = _rebuild(runs[chosen["feature_shift"]], all_states[chosen["feature_shift"]])
+    k = len(runs[chosen["feature_shift"]]["clients"])
+    s = info["image_size"]
+    example = torch.randn(k, 2, 1, s, s, generator=torch.Generator().manual_seed(0)).numpy().astype(np.float32)
+    return ModelBundle(
+        module=_Personalised(net), input_example=example, primary_metric="feature_shift.accuracy.fraug",
+        metrics=metrics, params=params.federated.model_dump(), artifacts=files,
+    )

@@ -1,0 +1,145 @@
+"""The federated engine: stacked networks, the in-process simulation against lone client
+updates, what crosses the client boundary, FRAug's parts, GGEUR's client sets."""
+
+import numpy as np
+import pytest
+import torch
+
+from embedlab.methods.federated import core
+from embedlab.methods.federated.clients import (
+    FederatedDataError,
+    client_class_stats,
+    feature_shift_clients,
+    ggeur_augment,
+    stratified_subset,
+)
+from embedlab.methods.federated.engine import ALGORITHMS, ClientData, RunConfig, client_update, rbf_mmd2, simulate, split_payload
+from embedlab.methods.federated.nets import ClientCNN, stack, unstack
+from embedlab.params import FRAugParams, GGEURParams
+
+CNN = {"kind": "cnn", "image_size": 8, "num_classes": 10, "width": 4, "embedding_dim": 8}
+
+
+@pytest.fixture(scope="module")
+def digit_clients():
+    """Three clients of real 8x8 digits: plain, inverted and transposed (a feature shift)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images / 8.0 - 1.0, dtype=torch.float32).unsqueeze(1)
+    y = torch.tensor(d.target)
+    views = [x, -x, x.transpose(-1, -2)]
+    return [ClientData(f"c{k}", v[k * 40:(k + 1) * 40], y[k * 40:(k + 1) * 40], v[600:660], y[600:660])
+            for k, v in enumerate(views)]
+
+
+def cfg(algorithm: str, rounds: int = 2, **kw) -> RunConfig:
+    base = dict(algorithm=algorithm, seed=3, rounds=rounds, local_steps=3, batch_size=8, lr=0.05, momentum=0.9,
+                weight_decay=5e-4, mu=0.1 if algorithm == "fedprox" else 0.0, model=CNN,
+                fraug=FRAugParams(warmup_rounds=1, hidden=8, noise_dim=4).model_dump() if algorithm == "fraug" else None)
+    return RunConfig(**{**base, **kw})
+
+
+def test_stacked_network_equals_its_clients_run_alone():
+    torch.manual_seed(0)
+    net = ClientCNN(3, 8, 10, width=4, embedding_dim=8).eval()
+    x = torch.randn(3, 5, 1, 8, 8)
+    for k, state in enumerate(unstack(net.state_dict(), 3)):
+        alone = ClientCNN(1, 8, 10, width=4, embedding_dim=8).eval()
+        alone.load_state_dict(state)
+        assert torch.allclose(alone(x[k:k + 1])[0], net(x)[k], atol=1e-5)
+    restacked = stack(unstack(net.state_dict(), 3))
+    assert all(torch.equal(restacked[n], t) for n, t in net.state_dict().items())
+
+
+@pytest.mark.parametrize("algorithm", ["fedavg", "fedprox", "fedbn"])
+def test_simulation_equals_lone_client_updates_and_server_aggregate(digit_clients, algorithm):
+    """The stacked in-process run and a server loop over `client_update` (what a Flower
+    ClientApp calls) reach the same states: one engine, two drivers."""
+    c = cfg(algorithm)
+    sim = simulate(digit_clients, c)
+    glob, private = {}, [None] * 3
+    for rnd in range(c.rounds):
+        updates = []
+        for k, client in enumerate(digit_clients):
+            update, private[k] = client_update(glob, client, c, client_id=k, rnd=rnd, private=private[k])
+            updates.append(update)
+        glob = split_payload(core.server_aggregate(updates, "fedavg"))
+    expected = unstack(sim["states"]["net"], 3)
+    for k in range(3):
+        mine = core.merge_global(private[k]["net"], glob["net"])
+        for name, value in expected[k].items():
+            assert torch.allclose(mine[name].float(), value.float(), atol=1e-4), (algorithm, k, name)
+    if algorithm == "fedbn":  # the clients' BatchNorms differ: they never left the clients
+        assert not torch.allclose(expected[0]["bn1.weight"], expected[1]["bn1.weight"])
+    else:
+        assert torch.allclose(expected[0]["bn1.weight"], expected[1]["bn1.weight"])
+
+
+def test_fraug_payload_holds_no_rtnet_no_norm_layers_and_no_samples(digit_clients):
+    c = cfg("fraug")
+    update, private = client_update({}, digit_clients[0], c, client_id=0, rnd=1)
+    parts = split_payload(update.state)
+    assert set(parts) == {"net", "gen"}  # the RTNet stays home
+    assert "rtnet" in private and private["rtnet"]
+    assert not any(k.startswith("bn") for k in parts["net"])  # FedBN's local layers stay home
+    params = {f"net.{k}": v.shape for k, v in private["net"].items()} | {f"gen.{k}": v.shape for k, v in private["gen"].items()}
+    for key, value in update.state.items():  # every tensor is a parameter or buffer of the model
+        assert value.shape == params[key], key
+    n_features = digit_clients[0].x_train[0].numel()
+    assert not any(v.dim() >= 1 and v.shape[-1] == n_features and v.shape[0] == len(digit_clients[0].y_train)
+                   for v in update.state.values())
+    assert update.num_samples == 40
+
+
+def test_every_algorithm_runs_end_to_end_and_learns(digit_clients):
+    for algorithm in ALGORITHMS:
+        out = simulate(digit_clients, cfg(algorithm, rounds=8, local_steps=8, batch_size=16))
+        acc = [np.mean(a) for a in out["history"]["eval_acc"]]
+        assert len(acc) == 8
+        # Chance is 0.1; FedAvg's shared BatchNorm over inverted and transposed digits is slow.
+        assert acc[-1] > 0.2 and acc[-1] > acc[0] + 0.05, (algorithm, acc)
+        sent = out["history"]["upload_bytes"]
+        assert (sum(sent) == 0) == (algorithm == "local"), algorithm
+    again = simulate(digit_clients, cfg("fraug", rounds=8, local_steps=8, batch_size=16))
+    assert again["final_eval_acc"] == out["final_eval_acc"]  # deterministic for a seed
+
+
+def test_fraug_bytes_include_the_generator_and_fedbn_sends_less_than_fedavg(digit_clients):
+    sent = {a: simulate(digit_clients, cfg(a, rounds=1))["history"]["upload_bytes"][0] for a in ("fedavg", "fedbn", "fraug")}
+    assert sent["fedbn"] < sent["fedavg"] < sent["fraug"]
+
+
+def test_rbf_mmd_is_zero_for_equal_sets_and_grows_with_a_shift():
+    x = torch.randn(2, 64, 4, generator=torch.Generator().manual_seed(0))
+    assert rbf_mmd2(x, x).abs().max() < 1e-6
+    assert (rbf_mmd2(x, x + 2.0) > rbf_mmd2(x, x + 0.2)).all()
+
+
+def test_stratified_subset_spreads_classes_and_sizes_are_checked():
+    labels = np.repeat(np.arange(10), 20)
+    pick = stratified_subset(labels, 30, np.random.default_rng(0))
+    assert np.bincount(labels[pick], minlength=10).tolist() == [3] * 10
+    arrays = {"client_names": np.array(["a"]), "train_client": np.zeros(20, int), "train_images": np.zeros((20, 1, 4, 4), np.float32),
+              "train_labels": np.arange(20) % 10, "val_client": np.zeros(2, int), "val_images": np.zeros((2, 1, 4, 4), np.float32),
+              "val_labels": np.arange(2)}
+    with pytest.raises(FederatedDataError, match=r"client 'a' holds 20 training samples in parts.npz"):
+        feature_shift_clients(arrays, 30, 0, "val", "parts.npz")
+
+
+def test_ggeur_clients_send_statistics_and_keep_their_weight():
+    g = torch.Generator().manual_seed(0)
+    clients = [ClientData("a", torch.randn(30, 4, generator=g), torch.tensor([0] * 25 + [1] * 5), torch.zeros(1, 4), torch.zeros(1, dtype=torch.long)),
+               ClientData("b", torch.randn(20, 4, generator=g) + 3, torch.tensor([1] * 20), torch.zeros(1, 4), torch.zeros(1, dtype=torch.long))]
+    sent = client_class_stats(clients[0], 2)
+    assert set(sent) == {0, 1} and sent[0].count == 25  # statistics, no rows
+    cfg_ = GGEURParams(per_sample=4, target_size=40)
+    single, nbytes = ggeur_augment(clients, 2, cfg_, seed=0)
+    assert nbytes > 0
+    a, b = single
+    assert a.num_samples == 30 and b.num_samples == 20  # FedAvg weights stay the real counts
+    assert (a.y_train == 0).sum() == 40 and (a.y_train == 1).sum() == 25  # 5 real x (1 + 4): all of them
+    assert (b.y_train == 0).sum() == 0  # single domain: nothing for a class the client lacks
+    assert torch.equal(a.x_train[:25], clients[0].x_train[:25])  # every real row is kept, first
+    multi, _ = ggeur_augment(clients, 2, GGEURParams(per_sample=4, target_size=40, prototype_samples=10), seed=0, prototypes=True)
+    assert (multi[1].y_train == 0).sum() == 10  # around client a's class-0 mean, relayed as a statistic
