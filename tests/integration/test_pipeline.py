@@ -105,12 +105,19 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     from embedlab.methods.federated.scoring import _rebuild
 
     info, states = load_runs(paths.model_dir("federated"))
-    published = json.loads((paths.model_dir("federated") / "bundle" / "config.json").read_text())["published"]
+    fed_bundle = download_bundle("federated", repo_copy / "downloaded_federated", paths=paths)
+    published = json.loads((fed_bundle / "config.json").read_text())["published"]
+    assert set(published) == {"feature_shift", "label_skew"} and (fed_bundle / "feature_shift.pt").exists()
     run_info = next(r for r in info["runs"] if r["key"] == published["feature_shift"])
-    images = torch.randn(5, 3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
-    expected = _rebuild(run_info, states[run_info["key"]]).eval()(images)
+    images = torch.randn(3, 5, 1, 16, 16, generator=torch.Generator().manual_seed(0))  # (B, clients, ...)
+    expected = _rebuild(run_info, states[run_info["key"]]).eval()(images.transpose(0, 1)).transpose(0, 1)
     got = torch.as_tensor(np.asarray(load_model("federated", "champion", paths=paths)(images)))
     assert torch.allclose(got, expected, atol=1e-5)
+    from embedlab.methods.federated.scoring import load_bundle
+
+    rebuilt = load_bundle(fed_bundle)
+    assert torch.allclose(rebuilt["feature_shift"](images.transpose(0, 1)).transpose(0, 1), expected, atol=1e-5)
+    assert rebuilt["label_skew"](torch.zeros(10, 2, 8)).shape == (10, 2, 10)  # tiny backbone: 8-d embeddings
     for picture in ("accuracy_vs_round.png", "per_client_accuracy.png"):
         assert (repo_copy / "plots/federated" / picture).stat().st_size > 0, picture
 

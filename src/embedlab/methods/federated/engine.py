@@ -307,7 +307,7 @@ def accuracies(net: torch.nn.Module, clients: list[ClientData], device="cpu", sp
     return out
 
 
-def _fit(module, steps: int, seed: int, progress: bool) -> None:
+def _fit(module, steps: int, seed: int, progress: bool, accelerator: str = "cpu") -> None:
     import logging
     import warnings
 
@@ -318,13 +318,13 @@ def _fit(module, steps: int, seed: int, progress: bool) -> None:
     warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers|LitLogger|litlogger|LeafSpec).*")
 
     L.seed_everything(seed, verbose=False)
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(accelerator=accelerator, devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=progress, deterministic=True,
                         num_sanity_val_steps=0)
     trainer.fit(module, train_dataloaders=range(steps))
 
 
-def simulate(clients: list[ClientData], cfg: RunConfig, progress: bool = False) -> dict:
+def simulate(clients: list[ClientData], cfg: RunConfig, progress: bool = False, accelerator: str = "cpu") -> dict:
     """Run `cfg.rounds` rounds over `clients`; returns per-round eval accuracies, bytes and the
     final stacked states (every client's network, generator and RTNet). `progress`: a bar
     over rounds showing the mean eval accuracy."""
@@ -337,7 +337,7 @@ def simulate(clients: list[ClientData], cfg: RunConfig, progress: bool = False) 
         module.on_round = lambda r, acc: (bar.update(1), bar.set_postfix(eval_acc=f"{np.mean(acc):.3f}"))
     start = time.perf_counter()
     try:
-        _fit(module, cfg.rounds * cfg.local_steps, cfg.seed, progress=False)
+        _fit(module, cfg.rounds * cfg.local_steps, cfg.seed, progress=False, accelerator=accelerator)
     finally:
         if bar is not None:
             bar.close()

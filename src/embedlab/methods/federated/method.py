@@ -132,14 +132,17 @@ def job_clients(params: Params, root: Path, job: Job, eval_split: str, num_class
     return clients, 0
 
 
-def run_job(job: Job, params: Params, root: Path, num_classes: int, image_size: int) -> dict:
+def run_job(job: Job, params: Params, root: Path, num_classes: int, image_size: int, progress: bool = False) -> dict:
+    """One run, scored on the val split each round. `progress`: a bar over its rounds."""
     from embedlab.methods.federated.engine import simulate
+    from embedlab.training import resolve_device
 
     clients, stats_bytes = job_clients(params, root, job, "val", num_classes)
     cfg = run_config(params, job, num_classes, image_size)
     if cfg.model["kind"] == "head":
         cfg = type(cfg)(**{**asdict(cfg), "model": {**cfg.model, "embedding_dim": int(clients[0].x_train.shape[1])}})
-    result = simulate(clients, cfg)
+    # On a GPU every run goes there (one process, data moved per batch); fp32: the nets are tiny.
+    result = simulate(clients, cfg, progress=progress, accelerator="gpu" if resolve_device(params.trainer).type == "cuda" else "cpu")
     h = result["history"]
     return {
         "job": asdict(job), "key": job.key, "config": asdict(cfg), "seconds": result["seconds"],
@@ -187,7 +190,7 @@ def run_all(params: Params, root: Path, jobs: list[Job], num_classes: int, image
                 bar.set_postfix_str(results[-1]["key"])
     else:
         for j in jobs:
-            results.append(run_job(j, params, root, num_classes, image_size))
+            results.append(run_job(j, params, root, num_classes, image_size, progress=progress))
             bar.update(1)
             bar.set_postfix_str(j.key)
     bar.close()

@@ -176,14 +176,15 @@ def plot_all(out: Path, curves, per_client, metrics: dict, fs, settings: dict, p
 
 class _Personalised(torch.nn.Module):
     """The published feature-shift program: every client's personalised network, stacked.
-    Input (K, B, 1, S, S), slot k = client k's images; output (K, B, classes) logits."""
+    Input (B, K, 1, S, S): column k holds images for client k; output (B, K, classes) logits.
+    (Batch first, so the registry's free batch dimension is B.)"""
 
     def __init__(self, net: torch.nn.Module):
         super().__init__()
         self.net = net.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(x.transpose(0, 1)).transpose(0, 1)
 
 
 def best(table: dict[str, float], candidates) -> str:
@@ -203,8 +204,14 @@ def export(params: Params, paths: Paths):
     chosen = {"feature_shift": f"feature_shift/{fs_algo}/n{params.federated.feature_shift.samples_per_client}/s{seed}",
               "label_skew": f"label_skew/{ls_algo}/n0/s{seed}"}
     runs = {r["key"]: r for r in info["runs"]}
-    bundle_dir = model_dir / "bundle"
-    bundle_dir.mkdir(exist_ok=True)
+    # The bundle's files are made in a scratch folder (models/federated is train's output and
+    # must not change after it), removed when the publishing process ends.
+    import atexit
+    import shutil
+    import tempfile
+
+    bundle_dir = Path(tempfile.mkdtemp(prefix="embedlab-federated-bundle-"))
+    atexit.register(shutil.rmtree, bundle_dir, ignore_errors=True)
     files = []
     for setting, key in chosen.items():
         run = runs[key]
@@ -224,8 +231,27 @@ def export(params: Params, paths: Paths):
     net = _rebuild(runs[chosen["feature_shift"]], all_states[chosen["feature_shift"]])
     k = len(runs[chosen["feature_shift"]]["clients"])
     s = info["image_size"]
-    example = torch.randn(k, 2, 1, s, s, generator=torch.Generator().manual_seed(0)).numpy().astype(np.float32)
+    example = torch.randn(2, k, 1, s, s, generator=torch.Generator().manual_seed(0)).numpy().astype(np.float32)
     return ModelBundle(
         module=_Personalised(net), input_example=example, primary_metric="feature_shift.accuracy.fraug",
         metrics=metrics, params=params.federated.model_dump(), artifacts=files,
     )
+
+
+def load_bundle(bundle_dir: Path) -> dict[str, torch.nn.Module]:
+    """The published networks from a downloaded bundle (`registry.download_bundle`):
+    "feature_shift" -> every client's personalised CNN, stacked (slot k = client k, in
+    config["feature_shift"]["clients"] order); "label_skew" -> the global linear head over the
+    backbone's embeddings, stacked once per client (all slots equal)."""
+    from embedlab.methods.federated.engine import build_model
+
+    config = json.loads((Path(bundle_dir) / "config.json").read_text())
+    nets = {}
+    for setting in ("feature_shift", "label_skew"):
+        states = torch.load(Path(bundle_dir) / f"{setting}.pt", map_location="cpu", weights_only=True)
+        first = next(iter(states["net"].values()))
+        clients = len(config[setting].get("clients", [])) or first.shape[0]
+        net = build_model(config[setting]["model"], clients)
+        net.load_state_dict(states["net"])
+        nets[setting] = net.eval()
+    return nets
