@@ -143,3 +143,13 @@ def test_ggeur_clients_send_statistics_and_keep_their_weight():
     assert torch.equal(a.x_train[:25], clients[0].x_train[:25])  # every real row is kept, first
     multi, _ = ggeur_augment(clients, 2, GGEURParams(per_sample=4, target_size=40, prototype_samples=10), seed=0, prototypes=True)
     assert (multi[1].y_train == 0).sum() == 10  # around client a's class-0 mean, relayed as a statistic
+
+
+def test_a_client_without_eval_samples_scores_nan_not_an_error(digit_clients):
+    from embedlab.methods.federated.engine import accuracies
+    from embedlab.methods.federated.nets import ClientCNN
+
+    empty = ClientData("empty", digit_clients[0].x_train, digit_clients[0].y_train,
+                       digit_clients[0].x_eval[:0], digit_clients[0].y_eval[:0])
+    accs = accuracies(ClientCNN(2, 8, 10, width=4, embedding_dim=8), [digit_clients[0], empty])
+    assert 0.0 <= accs[0] <= 1.0 and np.isnan(accs[1])

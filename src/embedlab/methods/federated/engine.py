@@ -292,11 +292,15 @@ def _lightning_module():
 
 @torch.no_grad()
 def accuracies(net: torch.nn.Module, clients: list[ClientData], device="cpu", split: str = "eval") -> list[float]:
-    """Each client's accuracy on its own eval split, with its own slice of the stacked net."""
+    """Each client's accuracy on its own eval split, with its own slice of the stacked net
+    (NaN for a client with no eval samples)."""
     was = net.training
     net.eval()
     out = []
     for k, c in enumerate(clients):
+        if len(c.y_eval) == 0:  # a Dirichlet split can leave a client without eval samples
+            out.append(float("nan"))
+            continue
         x = c.x_eval.to(device)
         # Run client k's slice: feed its data in slot k, zeros elsewhere (slots are independent).
         full = torch.zeros((len(clients), *x.shape), dtype=x.dtype, device=device)

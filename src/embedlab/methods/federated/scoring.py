@@ -41,8 +41,9 @@ def score_run(run: dict, states: dict, params: Params, root: Path) -> list[float
     return accuracies(_rebuild(run, states), clients)
 
 
-def _r(x: float) -> float:
-    return round(float(x), 4)
+def _r(x: float) -> float | None:
+    """Rounded for the metrics file; None (JSON null) for a client that has no test samples."""
+    return round(float(x), 4) if np.isfinite(x) else None
 
 
 def _table(per_seed: dict[str, list[float]]) -> dict:
@@ -75,23 +76,23 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
         job = run["job"]
         accs = score_run(run, all_states[run["key"]], params, paths.root)
         if job["setting"] == "feature_shift":
-            value = float(np.mean(accs))
-        else:  # pooled over the clients' test shards
-            sizes = np.asarray([int(n) for n in _test_sizes(paths, job["setting"], len(accs))])
-            value = float((np.asarray(accs) * sizes).sum() / sizes.sum())
+            value = float(np.nanmean(accs))
+        else:  # pooled over the clients' test shards (a client without test samples adds nothing)
+            sizes = np.asarray(_test_sizes(paths, job["setting"], len(accs)))
+            held = sizes > 0
+            value = float((np.asarray(accs)[held] * sizes[held]).sum() / sizes[held].sum())
         group = (job["setting"], job["size"])
         per_seed[group][job["algorithm"]].append(value)
         per_client[group][job["algorithm"]].append(accs)
         curves[group][job["algorithm"]].append(run["val_curve"])
         nbytes[group][job["algorithm"]] = {"per_round": run["bytes_per_round"], "setup": run["setup_bytes"]}
         seconds[job["algorithm"]] += run["seconds"]
-        names = run["clients"]
 
     def block(group, pairs, names_for):
         seeds = per_seed[group]
         out = _table(seeds)
         out["paired_gain"] = _gains(seeds, pairs)
-        out["per_client"] = {a: dict(zip(names_for, [_r(x) for x in np.mean(v, axis=0)])) for a, v in per_client[group].items()}
+        out["per_client"] = {a: dict(zip(names_for, [_r(x) for x in np.nanmean(v, axis=0)])) for a, v in per_client[group].items()}
         out["bytes_per_round"] = {a: b["per_round"] for a, b in nbytes[group].items()}
         out["setup_bytes"] = {a: b["setup"] for a, b in nbytes[group].items() if b["setup"]}
         out["per_seed"] = {a: [_r(x) for x in v] for a, v in seeds.items()}
