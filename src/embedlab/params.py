@@ -300,6 +300,41 @@ class FederatedParams(Section):
     ggeur: GGEURParams = GGEURParams()
 
 
+class DiffusionPPAPParams(Section):
+    experts: int = Field(5, ge=1, le=1000)
+    rank: int = Field(4, ge=1, le=1024)
+    alpha: float = Field(8.0, gt=0.0, le=1e4)
+    lr: float = Field(5e-3, gt=0.0, le=10.0)  # the reference: 1e-3 left experts for t >= 400 untrained
+    steps: int = Field(300, ge=1, le=10_000_000)  # per expert
+    batch_size: int = Field(128, ge=1, le=65536)
+    kd_samples: int = Field(1024, ge=1, le=10_000_000)  # unlabelled DDPM samples, shared by the experts
+    tau: float = Field(0.25, gt=0.0, le=100.0)
+
+
+class DiffusionParams(Section):
+    seed: int = Field(4, ge=0)  # training
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)  # sampling seeds of the reported numbers
+    timesteps: int = Field(1000, ge=2, le=100_000)
+    schedule: Literal["linear", "cosine"] = "linear"
+    channels: list[int] = Field(default_factory=lambda: [16, 32, 32], min_length=1)
+    attention: bool = True
+    lr: float = Field(2e-3, gt=0.0, le=10.0)
+    batch_size: int = Field(128, ge=1, le=65536)
+    steps: int = Field(1500, ge=1, le=10_000_000)
+    ema_decay: float = Field(0.995, ge=0.0, lt=1.0)
+    label_dropout: float = Field(0.1, ge=0.0, lt=1.0)  # the conditional (cfg) DDPM
+    ddim_steps: int = Field(20, ge=1, le=100_000)
+    ppap: DiffusionPPAPParams = DiffusionPPAPParams()
+    supervised_lr: float = Field(1e-3, gt=0.0, le=10.0)
+    supervised_steps: int = Field(1500, ge=1, le=10_000_000)
+    scales: list[float] = Field(default_factory=lambda: [1.0, 3.0, 10.0, 30.0, 100.0], min_length=1)  # classifier guidance
+    cfg_scales: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0], min_length=1)  # cfg's w
+    sweep_per_class: int = Field(20, ge=1, le=100_000)  # samples per class per scale when choosing it
+    fd_guard: float = Field(2.0, gt=1.0, le=1000.0)  # a chosen scale keeps backbone-FD to val <= this x unguided's
+    samples_per_class: int = Field(50, ge=1, le=100_000)  # per seed, for the reported numbers
+    workers: int = Field(2, ge=1, le=64)
+
+
 class RegistryParams(Section):
     min_delta: float = Field(0.0, ge=0.0)
     experiment: str = Field("embedlab", min_length=1)
@@ -315,6 +350,7 @@ class Params(Section):
     vq: VQParams = VQParams()
     gan: GANParams = GANParams()
     federated: FederatedParams = FederatedParams()
+    diffusion: DiffusionParams = DiffusionParams()
     registry: RegistryParams = RegistryParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

@@ -32,6 +32,11 @@ TINY = {
                   "eval_samples": 50, "fd_samples": 20},
         "workers": 2,
     },
+    "diffusion": {
+        "seeds": [0, 1], "timesteps": 100, "channels": [8, 8], "steps": 20, "batch_size": 32, "ddim_steps": 3,
+        "ppap": {"experts": 2, "steps": 5, "kd_samples": 16, "batch_size": 8}, "supervised_steps": 5,
+        "scales": [1.0, 10.0], "cfg_scales": [1.0], "sweep_per_class": 2, "samples_per_class": 2, "workers": 2,
+    },
     "federated": {
         "seeds": [0, 1],
         "feature_shift": {"samples_per_client": 10, "sizes": [10, 20], "rounds": 2, "local_steps": 2, "ggeur_rounds": 2},

@@ -10,7 +10,7 @@ from .conftest import run, set_params
 pytestmark = pytest.mark.slow
 
 STAGES = ["prepare", "validate", "partition"] + [
-    f"{stage}@{model}" for stage in ("train", "evaluate", "publish") for model in ("evaluator", "backbone", "vq", "gan", "federated")]
+    f"{stage}@{model}" for stage in ("train", "evaluate", "publish") for model in ("evaluator", "backbone", "vq", "gan", "federated", "diffusion")]
 
 
 def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
@@ -120,6 +120,29 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     assert rebuilt["label_skew"](torch.zeros(10, 2, 8)).shape == (10, 2, 10)  # tiny backbone: 8-d embeddings
     for picture in ("accuracy_vs_round.png", "per_client_accuracy.png"):
         assert (repo_copy / "plots/federated" / picture).stat().st_size > 0, picture
+
+    # The diffusion bundle: published on PPAP's guided accuracy; the program is the unguided
+    # DDIM sampler, and the downloaded parts sample every arm.
+    diff = json.loads((repo_copy / "metrics/diffusion.json").read_text())
+    assert set(diff["guided_accuracy"]) == {"naive", "supervised", "ppap", "cfg"}
+    assert set(diff["fd"]) == {"unguided", "naive", "supervised", "ppap", "cfg"}
+    assert len(diff["per_seed"]["guided_accuracy"]["ppap"]) == 2
+    assert 0 < diff["trainable_fraction"]["ppap"] < 1 and diff["trainable_params"]["ppap"] > 0
+    assert diff["scale"]["naive"] in (1.0, 10.0) and diff["scale"]["cfg"] == 1.0
+    diff_receipt = json.loads((repo_copy / "registry/diffusion.json").read_text())
+    assert diff_receipt["metric"] == "guided_accuracy.ppap" and diff_receipt["value"] == diff["guided_accuracy"]["ppap"]
+    from embedlab.methods.diffusion.scoring import load_bundle
+
+    parts = load_bundle(download_bundle("diffusion", repo_copy / "downloaded_diffusion", paths=paths))
+    noise = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    from embedlab.methods.diffusion.schedule import ddim_sample
+
+    expected = ddim_sample(parts.uncond, parts.schedule, noise.shape, 3, x_T=noise)
+    got = torch.as_tensor(np.asarray(load_model("diffusion", "champion", paths=paths)(noise)))
+    assert torch.allclose(got, expected, atol=1e-4)
+    assert parts.sample("ppap", torch.tensor([1, 2]), parts.scales["ppap"], seed=0).shape == (2, 1, 16, 16)
+    for picture in ("accuracy_vs_scale.png", "samples_ppap.png", "samples_cfg.png", "samples_unguided.png"):
+        assert (repo_copy / "plots/diffusion" / picture).stat().st_size > 0, picture
 
     second = run(["dvc", "repro"], repo_copy)
     assert "Running stage" not in second.stdout

@@ -124,3 +124,20 @@ def test_distillation_loss_is_zero_only_when_the_student_matches_the_sharpened_t
     sharpened = teacher / 0.25
     assert distillation_loss(teacher, sharpened, tau=0.25).abs() < 1e-6
     assert distillation_loss(teacher, teacher, tau=0.25) > 0.1
+
+
+def test_the_distillation_set_is_images_only_and_the_expert_step_takes_no_labels():
+    from embedlab.methods.diffusion.method import kd_images
+    from embedlab.methods.diffusion.models import expert_module
+    from embedlab.params import Params
+
+    params = Params(diffusion={"timesteps": 50, "channels": [8, 8], "ddim_steps": 2})
+    torch.manual_seed(0)
+    kd = kd_images(UNet((8, 8), attention=False), params, 6, seed=0, image_size=8)
+    assert isinstance(kd, tuple) and len(kd) == 1 and kd[0].shape == (6, 1, 8, 8)  # no label tensor
+    assert kd[0].dtype == torch.float32 and kd[0].abs().max() <= 1
+    clf = BackboneNet(width=4, feature_dim=8, image_size=8).eval()
+    module = expert_module(add_lora(clf, 2, 4), clf, Schedule(50), (10, 20), lr=1e-3, tau=0.25)
+    assert module.training_step(kd, 0) > 0  # one tensor in, a distillation loss out
+    with pytest.raises(ValueError):
+        module.training_step((kd[0], torch.zeros(6, dtype=torch.long)), 0)  # a labelled batch is refused

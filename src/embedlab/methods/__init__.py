@@ -17,6 +17,7 @@ MODELS: dict[str, str] = {
     "vq": "embedlab.methods.vq.method",
     "gan": "embedlab.methods.gan.method",
     "federated": "embedlab.methods.federated.method",
+    "diffusion": "embedlab.methods.diffusion.method",
 }
 
 

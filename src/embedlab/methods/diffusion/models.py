@@ -1,0 +1,140 @@
+"""The Lightning modules of the diffusion method: the DDPM (unconditional, or conditional with
+label dropout for classifier-free guidance) with EMA weights, PPAP's data-free LoRA expert,
+and the supervised noise-aware classifier baseline. Each trains for a fixed number of steps
+through the project's Trainer factory."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from embedlab.methods.diffusion.experts import distillation_loss
+from embedlab.methods.diffusion.schedule import Schedule
+
+
+def _lightning():
+    import lightning as L
+
+    return L
+
+
+class _Steps:
+    """An endless stream of random minibatches from tensors, seeded: `steps` of them."""
+
+    def __init__(self, *tensors: Tensor, batch_size: int, steps: int, seed: int):
+        self.tensors, self.batch_size, self.steps, self.seed = tensors, batch_size, steps, seed
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed)
+        n = len(self.tensors[0])
+        for _ in range(self.steps):
+            idx = torch.randint(n, (self.batch_size,), generator=gen)
+            yield tuple(t[idx] for t in self.tensors)
+
+
+def ddpm_module(unet: torch.nn.Module, schedule: Schedule, lr: float, ema_decay: float, label_dropout: float,
+                steps: int):
+    L = _lightning()
+
+    class DDPM(L.LightningModule):
+        """eps-prediction MSE at uniform t; conditional nets see the null label with
+        probability `label_dropout` (classifier-free guidance's training)."""
+
+        def __init__(self):
+            super().__init__()
+            self.net = unet
+            self.ema = copy.deepcopy(unet).requires_grad_(False)
+            self.schedule = schedule
+
+        def training_step(self, batch, _):
+            x0, y = batch
+            t = torch.randint(schedule.T, (len(x0),), device=x0.device)
+            noise = torch.randn_like(x0)
+            xt = schedule.q_sample(x0, t, noise)
+            if self.net.num_classes:
+                drop = torch.rand(len(y), device=y.device) < label_dropout
+                y = torch.where(drop, torch.full_like(y, self.net.num_classes), y)
+                pred = self.net(xt, t, y)
+            else:
+                pred = self.net(xt, t)
+            loss = F.mse_loss(pred, noise)
+            self.log("train_loss", loss, prog_bar=True)
+            return loss
+
+        def on_train_batch_end(self, *_):
+            with torch.no_grad():
+                for e, p in zip(self.ema.parameters(), self.net.parameters()):
+                    e.lerp_(p, 1 - ema_decay)
+
+        def configure_optimizers(self):
+            opt = torch.optim.AdamW(self.net.parameters(), lr=lr, weight_decay=0.0)
+            warm = max(1, steps // 20)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    return DDPM()
+
+
+def expert_module(expert: torch.nn.Module, teacher: torch.nn.Module, schedule: Schedule, t_range: tuple[int, int],
+                  lr: float, tau: float):
+    L = _lightning()
+
+    class Expert(L.LightningModule):
+        """Data-free distillation: unlabelled DDPM samples x0, noised to t in the expert's
+        range; the frozen classifier on x0 (sharpened by tau) teaches the expert on x_t."""
+
+        def __init__(self):
+            super().__init__()
+            self.expert = expert
+            self.teacher = teacher.eval().requires_grad_(False)
+
+        def training_step(self, batch, _):
+            (x0,) = batch  # images only: the KD set holds no labels
+            lo, hi = t_range
+            t = torch.randint(lo, hi, (len(x0),), device=x0.device)
+            xt = schedule.q_sample(x0, t, torch.randn_like(x0))
+            with torch.no_grad():
+                target = self.teacher(x0)
+            loss = distillation_loss(target, self.expert(xt), tau)
+            self.log("kd_loss", loss, prog_bar=True)
+            return loss
+
+        def train(self, mode: bool = True):
+            super().train(mode)
+            self.teacher.eval()  # the teacher's BatchNorm statistics stay as trained
+            return self
+
+        def configure_optimizers(self):
+            return torch.optim.Adam([p for p in self.expert.parameters() if p.requires_grad], lr=lr)
+
+    return Expert()
+
+
+def supervised_module(classifier: torch.nn.Module, schedule: Schedule, lr: float):
+    L = _lightning()
+
+    class Supervised(L.LightningModule):
+        """The usual practice: the whole classifier fine-tuned on labelled x_t, t uniform."""
+
+        def __init__(self):
+            super().__init__()
+            self.net = classifier
+
+        def training_step(self, batch, _):
+            x0, y = batch
+            t = torch.randint(schedule.T, (len(x0),), device=x0.device)
+            xt = schedule.q_sample(x0, t, torch.randn_like(x0))
+            loss = F.cross_entropy(self.net(xt), y)
+            self.log("train_loss", loss, prog_bar=True)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.net.parameters(), lr=lr)
+
+    return Supervised()
