@@ -299,6 +299,23 @@ def train(params: Params, paths: Paths) -> None:
     results["seconds"]["train"] = round(time.perf_counter() - start, 1)
     results["config"] = p.model_dump()
     write_json_atomic(model_dir / "train.json", results)
+    log_live(paths.dvclive(NAME), results)
+
+
+def log_live(live_dir: Path, results: dict) -> None:
+    """dvclive/diffusion/: the scale sweep (backbone accuracy and backbone FD to val per arm,
+    one step per scale index) and the chosen scales."""
+    from dvclive import Live
+
+    with Live(str(live_dir), save_dvc_exp=False, dvcyaml=False, report=None) as live:
+        live.summary["chosen_scale"] = {arm: v["chosen"] for arm, v in results["scales"].items()}
+        length = max(len(v["sweep"]) for v in results["scales"].values())
+        for i in range(length):
+            live.step = i
+            for arm, v in results["scales"].items():
+                if i < len(v["sweep"]):
+                    live.log_metric(f"sweep/{arm}/backbone_accuracy", v["sweep"][i]["backbone_accuracy"])
+                    live.log_metric(f"sweep/{arm}/backbone_fd_val", v["sweep"][i]["backbone_fd_val"])
 
 
 from embedlab.methods.diffusion.scoring import evaluate, export  # noqa: E402,F401  (the method interface)

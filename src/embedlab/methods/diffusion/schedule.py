@@ -74,9 +74,14 @@ def ddim_timesteps(T: int, steps: int) -> list[int]:
 
 def ddim_sample(model: Callable[[Tensor, Tensor], Tensor], schedule: Schedule, shape: tuple, steps: int,
                 generator: torch.Generator | None = None, grad_fn: GradFn | None = None, scale: float = 0.0,
-                device="cpu", x_T: Tensor | None = None) -> Tensor:
+                device="cpu", x_T: Tensor | None = None, clip: bool = False) -> Tensor:
     """Deterministic DDIM (eta = 0) from x_T ~ N(0, I). With `grad_fn` and `scale` > 0, each
-    step's eps is shifted by classifier guidance; scale 0 is exactly the unguided sampler."""
+    step's eps is shifted by classifier guidance; scale 0 is exactly the unguided sampler.
+
+    `clip` clamps each step's x0 prediction to [-1, 1] while the step still re-noises with
+    the unclamped eps. Off by default: with guidance that mismatch *reverses* it (measured
+    here: supervised guidance at s = 3 fell to 0.0 accuracy at 100 DDIM steps with clipping,
+    0.84 without). The returned samples are clamped to [-1, 1] either way."""
     x = x_T.to(device) if x_T is not None else torch.randn(shape, generator=generator).to(device)
     times = ddim_timesteps(schedule.T, steps)
     for i, t in enumerate(times):
@@ -86,13 +91,15 @@ def ddim_sample(model: Callable[[Tensor, Tensor], Tensor], schedule: Schedule, s
         a = schedule._at(schedule.alphabar, tt, x)
         if grad_fn is not None and scale != 0:
             eps = eps - (1 - a).sqrt() * scale * grad_fn(x, tt)
-        x0 = ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
+        x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+        if clip:
+            x0 = x0.clamp(-1, 1)
         if i + 1 < len(times):
             a_next = schedule._at(schedule.alphabar, torch.full_like(tt, times[i + 1]), x)
             x = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
         else:
             x = x0
-    return x
+    return x.clamp(-1, 1)
 
 
 def classifier_grad(classifier: Callable[[Tensor, Tensor], Tensor], y: Tensor) -> GradFn:

@@ -150,9 +150,9 @@ class UnguidedSampler(torch.nn.Module):
             tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
             eps = self.unet(x, tt)
             a = self.a_now[i]
-            x0 = ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
+            x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
             x = x0 if i + 1 == len(self.times) else self.a_next[i].sqrt() * x0 + (1 - self.a_next[i]).sqrt() * eps
-        return x
+        return x.clamp(-1, 1)
 
 
 def export(params: Params, paths: Paths):
