@@ -92,7 +92,9 @@ def kd_images(unet, params: Params, n: int, seed: int, image_size: int) -> tuple
     return (torch.cat(out),)
 
 
-def train_experts(params: Params, paths: Paths) -> dict:
+def train_experts(params: Params, paths: Paths, which: list[int] | None = None) -> dict:
+    """Experts `which` (default all), each saved as expert_<i>.pt; `collect_experts` joins them.
+    Every worker draws the same distillation set (same seed)."""
     from embedlab.methods.diffusion.experts import expert_range
     from embedlab.methods.diffusion.lora import add_lora
     from embedlab.methods.diffusion.models import _Steps, expert_module
@@ -106,8 +108,7 @@ def train_experts(params: Params, paths: Paths) -> dict:
     assert len(kd) == 1, "the distillation set must hold images only"
     seconds = {"kd_sampling": round(time.perf_counter() - start, 1)}
     backbone = _backbone(paths)
-    states, curves = [], []
-    for i in range(p.ppap.experts):
+    for i in (range(p.ppap.experts) if which is None else which):
         t0 = time.perf_counter()
         torch.manual_seed(p.seed * 100 + i)
         expert = add_lora(backbone, p.ppap.rank, p.ppap.alpha)
@@ -115,10 +116,17 @@ def train_experts(params: Params, paths: Paths) -> dict:
                                p.ppap.lr, p.ppap.tau)
         _fit(module, params, f"expert_{i}", p.ppap.steps, p.seed + i,
              _Steps(*kd, batch_size=p.ppap.batch_size, steps=p.ppap.steps, seed=p.seed * 7 + i))
-        states.append({k: v.cpu() for k, v in expert.state_dict().items()})
+        torch.save({k: v.cpu() for k, v in expert.state_dict().items()}, model_dir / f"expert_{i}.pt")
         seconds[f"expert_{i}"] = round(time.perf_counter() - t0, 1)
-    torch.save(states, model_dir / "experts.pt")
     return seconds
+
+
+def collect_experts(model_dir: Path, experts: int) -> None:
+    """expert_<i>.pt files -> experts.pt (a list, in timestep order)."""
+    states = [torch.load(model_dir / f"expert_{i}.pt", weights_only=True) for i in range(experts)]
+    torch.save(states, model_dir / "experts.pt")
+    for i in range(experts):
+        (model_dir / f"expert_{i}.pt").unlink()
 
 
 def train_supervised(params: Params, paths: Paths) -> dict:
@@ -254,7 +262,7 @@ def _run_part(name: str, raw: dict, root: str, arg=None):
     if name == "ddpm":
         return train_ddpm(params, paths, conditional=arg)
     if name == "experts":
-        return train_experts(params, paths)
+        return train_experts(params, paths, arg)
     if name == "supervised":
         return train_supervised(params, paths)
     if name == "sweep":
@@ -270,7 +278,13 @@ def train(params: Params, paths: Paths) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     raw, root = params.model_dump(by_alias=True), str(paths.root)
-    phases = [[("ddpm", False), ("ddpm", True)], [("experts", None), ("supervised", None)],
+    # Phase 2 balances the two workers: the supervised run (shorter) then the later experts on
+    # one, the earlier experts on the other.
+    n = p.ppap.experts
+    first = list(range(n - n // 2))
+    rest = [i for i in range(n) if i not in first]
+    phase_2 = [("experts", first), ("supervised", None)] + ([("experts", rest)] if rest else [])
+    phases = [[("ddpm", False), ("ddpm", True)], phase_2,
               [("sweep", ["naive", "ppap"]), ("sweep", ["supervised", "cfg"])]]
     results: dict = {"seconds": {}, "scales": {}}
     parallel = resolve_device(params.trainer).type == "cpu" and p.workers > 1
@@ -292,6 +306,8 @@ def train(params: Params, paths: Paths) -> None:
                     results["unguided_backbone_fd_val"] = out["_unguided_backbone_fd_val"]
                 else:
                     results["seconds"].update(out)
+            if i == 1:
+                collect_experts(model_dir, n)
             results["seconds"][f"phase_{i + 1}"] = round(time.perf_counter() - t0, 1)
     finally:
         if parallel:
