@@ -31,19 +31,27 @@ def stratified_subset(labels: np.ndarray, size: int, rng: np.random.Generator) -
     return np.sort(order[:size])
 
 
-def feature_shift_clients(arrays: dict, size: int, seed: int, eval_split: str, source: Path) -> list[ClientData]:
+def feature_shift_subsets(arrays: dict, size: int, seed: int, source: Path) -> list[np.ndarray]:
+    """Per client, the `size` training rows (indices within its own shard) a run keeps:
+    stratified, drawn per seed. Raises, naming client and file, where a shard is too small."""
     rng = np.random.default_rng(seed)
-    clients = []
+    subsets = []
     for k, name in enumerate(arrays["client_names"]):
-        mask = arrays["train_client"] == k
-        have = int(mask.sum())
-        if size > have:
+        labels = arrays["train_labels"][arrays["train_client"] == k]
+        if size > len(labels):
             raise FederatedDataError(
                 f"federated.feature_shift.sizes: {size} samples per client, but client {str(name)!r} holds "
-                f"{have} training samples in {source}; use sizes <= {have}"
+                f"{len(labels)} training samples in {source}; use sizes <= {len(labels)}"
             )
+        subsets.append(stratified_subset(labels, size, rng))
+    return subsets
+
+
+def feature_shift_clients(arrays: dict, size: int, seed: int, eval_split: str, source: Path) -> list[ClientData]:
+    clients = []
+    for k, (name, keep) in enumerate(zip(arrays["client_names"], feature_shift_subsets(arrays, size, seed, source))):
+        mask = arrays["train_client"] == k
         images, labels = arrays["train_images"][mask], arrays["train_labels"][mask]
-        keep = stratified_subset(labels, size, rng)
         emask = arrays[f"{eval_split}_client"] == k
         clients.append(ClientData(
             str(name), torch.from_numpy(images[keep]), torch.from_numpy(labels[keep]),

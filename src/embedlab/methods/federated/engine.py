@@ -35,7 +35,7 @@ from embedlab.methods.federated import core
 from embedlab.methods.federated.nets import ClientCNN, Generator, LinearHead, RTNet, stack, unstack
 
 ALGORITHMS = ("local", "fedavg", "fedprox", "fedbn", "fraug")
-_SERVER_RULE = {"local": None, "fedavg": "fedavg", "fedprox": "fedavg", "fedbn": "fedbn", "fraug": "fedbn"}
+LOCAL_NORMS = ("fedbn", "fraug")  # algorithms whose normalisation layers never leave the client
 
 
 @dataclass
@@ -150,9 +150,8 @@ def _lightning_module():
             k = len(clients)
             parts = init_parts(cfg, k)
             self.net, self.gen, self.rtnet = parts["net"], parts.get("gen"), parts.get("rtnet")
-            self.local_keys = core.norm_keys(self.net) if _SERVER_RULE[cfg.algorithm] == "fedbn" else set()
-            self.history: dict[str, list] = {"round": [], "eval_acc": [], "upload_bytes": [], "download_bytes": []}
-            self.global_states: dict[str, dict] = {}
+            self.local_keys = core.norm_keys(self.net) if cfg.algorithm in LOCAL_NORMS else set()
+            self.history: dict[str, list] = {"eval_acc": [], "upload_bytes": [], "download_bytes": []}
             self.on_round = None
 
         # -- parts and what crosses the boundary --------------------------------------
@@ -164,6 +163,15 @@ def _lightning_module():
 
         def shared_parts(self) -> list[str]:
             return shared_parts(self.cfg.algorithm, self.parts())
+
+        def public(self, name: str, state: dict[str, Tensor]) -> dict[str, Tensor]:
+            """What a client may send of a shared part: all but its private (norm) keys."""
+            private = self.local_keys if name == "net" else set()
+            return {k: v for k, v in state.items() if k not in private}
+
+        def opts(self) -> list:
+            opts = self.optimizers()
+            return opts if isinstance(opts, list) else [opts]
 
         def configure_optimizers(self):
             c = self.cfg
@@ -199,12 +207,12 @@ def _lightning_module():
             if step == 0:
                 self.start_round(rnd)
             x, y = self.batch(step)
-            opts = self.optimizers()
-            opts = opts if isinstance(opts, list) else [opts]
+            opts = self.opts()
             f = self.net.embed(x)
             loss = _ce(self.net.head(f), y)
             if cfg.algorithm == "fedprox" and cfg.mu > 0:
-                loss = loss + self.prox_term()
+                # Each client's term on its own slice of the stack: their sum is the stack's term.
+                loss = loss + core.proximal_term(self.net, self.round_start, cfg.mu)
             augment = self.gen is not None and rnd >= cfg.fraug["warmup_rounds"]
             if augment:
                 g, r = self.synthetic(f.detach(), y, step)
@@ -217,13 +225,6 @@ def _lightning_module():
             self.log("train_loss", loss.detach() / len(self.data), prog_bar=True)
             if step == cfg.local_steps - 1:
                 self.end_round(rnd)
-
-        def prox_term(self) -> Tensor:
-            total = 0.0
-            for name, p in self.net.named_parameters():
-                ref = self.round_start[name].to(p)
-                total = total + 0.5 * self.cfg.mu * (p - ref).pow(2).sum()
-            return total  # sum over clients of each client's term (their slices are disjoint)
 
         def synthetic(self, f: Tensor, y: Tensor, step: int) -> tuple[Tensor, Tensor]:
             z = self.round_noise[step].to(f)
@@ -257,8 +258,8 @@ def _lightning_module():
         # -- rounds ---------------------------------------------------------------------
         def start_round(self, rnd: int) -> None:
             self.draw_round(rnd)
-            for opt in (self.optimizers() if isinstance(self.optimizers(), list) else [self.optimizers()]):
-                opt.optimizer.state.clear() if hasattr(opt, "optimizer") else opt.state.clear()
+            for opt in self.opts():
+                opt.optimizer.state.clear()  # a client's optimiser starts each round afresh
             if self.cfg.algorithm == "fedprox":
                 self.round_start = {k: v.detach().clone() for k, v in self.net.named_parameters()}
 
@@ -268,15 +269,11 @@ def _lightning_module():
             for name in self.shared_parts():
                 part = self.parts()[name]
                 states = unstack(part.state_dict(), k)
-                private = self.local_keys if name == "net" else set()
-                updates = [core.Update({n: t for n, t in s.items() if n not in private}, c.num_samples)
-                           for s, c in zip(states, self.data)]
+                updates = [core.Update(self.public(name, s), c.num_samples) for s, c in zip(states, self.data)]
                 glob = core.server_aggregate(updates, "fedavg")
                 up += sum(core.state_bytes(u.state) for u in updates)
                 down += k * core.state_bytes(glob)
                 part.load_state_dict(stack([core.merge_global(s, glob) for s in states]))
-                self.global_states[name] = glob
-            self.history["round"].append(rnd + 1)
             self.history["eval_acc"].append(self.accuracies())
             self.history["upload_bytes"].append(up)
             self.history["download_bytes"].append(down)
@@ -291,7 +288,7 @@ def _lightning_module():
 
 
 @torch.no_grad()
-def accuracies(net: torch.nn.Module, clients: list[ClientData], device="cpu", split: str = "eval") -> list[float]:
+def accuracies(net: torch.nn.Module, clients: list[ClientData], device="cpu") -> list[float]:
     """Each client's accuracy on its own eval split, with its own slice of the stacked net
     (NaN for a client with no eval samples)."""
     was = net.training
@@ -349,7 +346,6 @@ def simulate(clients: list[ClientData], cfg: RunConfig, progress: bool = False, 
         "history": module.history,
         "final_eval_acc": module.history["eval_acc"][-1],
         "states": {name: {k: v.detach().cpu() for k, v in part.state_dict().items()} for name, part in module.parts().items()},
-        "global": module.global_states,
         "local_keys": sorted(module.local_keys),
         "seconds": round(time.perf_counter() - start, 2),
     }
@@ -375,8 +371,7 @@ def client_update(global_state: dict[str, dict], client: ClientData, cfg: RunCon
     for name, part in module.parts().items():
         state = {k: v.detach().clone() for k, v in part.state_dict().items()}
         if name in module.shared_parts():
-            private_keys = module.local_keys if name == "net" else set()
-            payload[name] = {k: v for k, v in state.items() if k not in private_keys}
+            payload[name] = module.public(name, state)
         keep[name] = state
     flat = {f"{name}.{k}": v for name, s in payload.items() for k, v in s.items()}
     return core.Update(flat, client.num_samples, {"client": client.name}), keep

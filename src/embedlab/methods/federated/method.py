@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -108,22 +108,23 @@ def run_config(params: Params, job: Job, num_classes: int, image_size: int):
 
 def job_clients(params: Params, root: Path, job: Job, eval_split: str, num_classes: int):
     """The clients a run trains on (eval on `eval_split`), and the bytes GGEUR's statistics cost."""
-    from embedlab.methods.federated.clients import embedding_clients, feature_shift_clients, ggeur_augment, stratified_subset
+    from embedlab.methods.federated.clients import (
+        embedding_clients,
+        feature_shift_clients,
+        feature_shift_subsets,
+        ggeur_augment,
+    )
 
     arrays, features = _data(root, job.setting, num_classes)
     source = Paths(root).partitions / f"{job.setting}.npz"
     if job.setting == "feature_shift":
-        clients = feature_shift_clients(arrays, job.size, job.seed, eval_split, source)
         if job.algorithm not in FS_ALGOS_HEAD:
-            return clients, 0
-        # The same subsampled rows, as backbone embeddings.
-        rng = np.random.default_rng(job.seed)
-        emb = embedding_clients(arrays, features, eval_split)
-        for k, c in enumerate(emb):
-            labels = c.y_train.numpy()
-            keep = torch.from_numpy(stratified_subset(labels, job.size, rng))
+            return feature_shift_clients(arrays, job.size, job.seed, eval_split, source), 0
+        # The same subsampled rows as the CNN runs of this seed, as backbone embeddings.
+        clients = embedding_clients(arrays, features, eval_split)
+        for c, keep in zip(clients, feature_shift_subsets(arrays, job.size, job.seed, source)):
+            keep = torch.from_numpy(keep)
             c.x_train, c.y_train, c.num_samples = c.x_train[keep], c.y_train[keep], len(keep)
-        clients = emb
     else:
         clients = embedding_clients(arrays, features, eval_split)
     if "ggeur" in job.algorithm:
@@ -140,7 +141,7 @@ def run_job(job: Job, params: Params, root: Path, num_classes: int, image_size: 
     clients, stats_bytes = job_clients(params, root, job, "val", num_classes)
     cfg = run_config(params, job, num_classes, image_size)
     if cfg.model["kind"] == "head":
-        cfg = type(cfg)(**{**asdict(cfg), "model": {**cfg.model, "embedding_dim": int(clients[0].x_train.shape[1])}})
+        cfg = replace(cfg, model={**cfg.model, "embedding_dim": int(clients[0].x_train.shape[1])})
     # On a GPU every run goes there (one process, data moved per batch); fp32: the nets are tiny.
     result = simulate(clients, cfg, progress=progress, accelerator="gpu" if resolve_device(params.trainer).type == "cuda" else "cpu")
     h = result["history"]
@@ -203,18 +204,14 @@ def _meta(paths: Paths) -> tuple[int, int]:
 
 
 def train(params: Params, paths: Paths) -> None:
-    from embedlab.methods.federated.clients import FederatedDataError
+    from embedlab.data.partition import load_partition
+    from embedlab.methods.federated.clients import feature_shift_subsets
 
     fs = params.federated.feature_shift
     num_classes, image_size = _meta(paths)
-    # Fail before any work if a size does not fit a client.
-    shard = np.load(paths.partitions / "feature_shift.npz")
-    smallest = int(np.bincount(shard["train_client"]).min())
-    if max(fs.sizes) > smallest:
-        raise FederatedDataError(
-            f"federated.feature_shift.sizes: {max(fs.sizes)} samples per client, but the smallest client in "
-            f"{paths.partitions / 'feature_shift.npz'} holds {smallest} training samples; use sizes <= {smallest}"
-        )
+    # Fail before any work if a size does not fit a client (the check every run makes).
+    feature_shift_subsets(load_partition(paths.partitions, "feature_shift"), max(fs.sizes), 0,
+                          paths.partitions / "feature_shift.npz")
     start = time.perf_counter()
     jobs = planned_jobs(params)
     results = run_all(params, paths.root, jobs, num_classes, image_size, progress=params.trainer.progress_bar)

@@ -32,13 +32,14 @@ def _rebuild(run: dict, states: dict) -> torch.nn.Module:
     return net
 
 
-def score_run(run: dict, states: dict, params: Params, root: Path) -> list[float]:
+def score_run(run: dict, states: dict, params: Params, root: Path) -> tuple[list[float], list[int]]:
+    """Each client's test accuracy, and its number of test samples."""
     from embedlab.methods.federated.engine import accuracies
     from embedlab.methods.federated.method import Job, job_clients
 
     job = Job(**run["job"])
     clients, _ = job_clients(params, root, job, "test", run["config"]["model"]["num_classes"])
-    return accuracies(_rebuild(run, states), clients)
+    return accuracies(_rebuild(run, states), clients), [len(c.y_eval) for c in clients]
 
 
 def _r(x: float) -> float | None:
@@ -74,11 +75,11 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     seconds: dict = defaultdict(float)
     for run in info["runs"]:
         job = run["job"]
-        accs = score_run(run, all_states[run["key"]], params, paths.root)
+        accs, sizes = score_run(run, all_states[run["key"]], params, paths.root)
         if job["setting"] == "feature_shift":
             value = float(np.nanmean(accs))
         else:  # pooled over the clients' test shards (a client without test samples adds nothing)
-            sizes = np.asarray(_test_sizes(paths, job["setting"], len(accs)))
+            sizes = np.asarray(sizes)
             held = sizes > 0
             value = float((np.asarray(accs)[held] * sizes[held]).sum() / sizes[held].sum())
         group = (job["setting"], job["size"])
@@ -118,11 +119,6 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     write_json_atomic(paths.metrics(NAME), metrics)
     plot_all(paths.plots(NAME), curves, per_client, metrics, fs, settings, params)
     return metrics
-
-
-def _test_sizes(paths: Paths, setting: str, clients: int) -> list[int]:
-    arrays = np.load(paths.partitions / f"{setting}.npz")
-    return np.bincount(arrays["test_client"], minlength=clients).tolist()
 
 
 def plot_all(out: Path, curves, per_client, metrics: dict, fs, settings: dict, params: Params) -> None:
