@@ -3,9 +3,10 @@
 The pipeline gives each 2-D run 1,500 generator updates (its 12-minute budget). There, runs
 either find every mode or end far from the modes, and the seed spread hides any gap between
 arms. This retrains dcgan, maf and mee on the ring and the grid with `--scale` x the
-pipeline's steps (the sigma ramp scales with them), the pipeline's seeds and the sigma
-train@gan chose for each mixture (read from models/gan/config.json: run `dvc repro train@gan`
-first). It scores them exactly as evaluate@gan does.
+pipeline's steps (the sigma ramp scales with them), the pipeline's seeds and the values
+train@gan's tuning chose for each arm and mixture (read from models/gan/config.json: run
+`dvc repro train@gan` first). It scores them exactly as evaluate@gan does (modes with at least
+the min count the real ceiling gives).
 
     .venv/bin/python benchmarks/gan_toy_longer.py [--scale 4]     # ~10 min on 2 cores
 
@@ -33,8 +34,10 @@ def main() -> None:
 
     import torch
 
-    from embedlab.methods.gan.method import TOY, Job, JobRunner, mixture, restore_generator
-    from embedlab.methods.gan.scoring import score_toy
+    from embedlab.methods.gan.arms import sample
+    from embedlab.methods.gan.benchmarks import TOY, Job, mixture, restore_generator
+    from embedlab.methods.gan.method import JobRunner
+    from embedlab.methods.gan.scoring import score_toy, toy_ceiling
     from embedlab.params import load_params, parse_params
     from embedlab.paths import Paths
 
@@ -44,10 +47,14 @@ def main() -> None:
     steps = int(base.gan.toy.steps * args.scale)
     raw["gan"]["toy"]["steps"] = steps
     params = parse_params(raw)
-    sigma = json.loads((paths.model_dir("gan") / "config.json").read_text())["sigma"]
+    chosen = json.loads((paths.model_dir("gan") / "config.json").read_text())["tuning"]["chosen"]
     pipeline = json.loads(paths.metrics("gan").read_text())["per_seed"]
+    e = params.evaluation
+    min_count = {b: toy_ceiling(*mixture(params, b), params.gan.toy.eval_samples, e.seed, e.mode_min_fraction)[1]
+                 for b in TOY}
 
-    jobs = [Job(bench, arm, seed, sigma[bench]) for bench in TOY for arm in args.arms for seed in params.gan.toy.seeds]
+    jobs = [Job(bench, arm, seed, chosen[f"{bench}/{arm}"]["value"]) for bench in TOY for arm in args.arms
+            for seed in params.gan.toy.seeds]
     runner = JobRunner(params, torch.zeros(1, 1, 16, 16), torch.zeros(1, dtype=torch.long), torch.device("cpu"))
     start = time.perf_counter()
     futures = [(job, runner.submit(job)) for job in jobs]
@@ -57,7 +64,8 @@ def main() -> None:
             state, history = future.result()
             gen = restore_generator(params, job.bench, 16, state)
             centres, std = mixture(params, job.bench)
-            scores, _ = score_toy(gen, centres, std, params.gan.toy.eval_samples, job.seed)
+            scores = score_toy(sample(gen, params.gan.toy.eval_samples, job.seed), centres, std, min_count[job.bench])
+            scores["high_quality"] = scores["high_quality"]["value"]
             row = results[job.bench][job.arm]
             row["modes_covered"].append(scores["modes_covered"])
             row["high_quality"].append(scores["high_quality"])
@@ -71,12 +79,13 @@ def main() -> None:
         return {"mean": round(statistics.mean(values), 4), "std": round(statistics.pstdev(values), 4)}
 
     report = {
-        "steps": steps, "pipeline_steps": base.gan.toy.steps, "seeds": params.gan.toy.seeds, "sigma": sigma,
+        "steps": steps, "pipeline_steps": base.gan.toy.steps, "seeds": params.gan.toy.seeds, "chosen": chosen,
+        "min_count": min_count,
         "wall_seconds": round(time.perf_counter() - start, 1),
         "results": {b: {a: {**r, **{f"{k}_summary": summary(r[k]) for k in ("modes_covered", "high_quality")}}
                         for a, r in arms.items()} for b, arms in results.items()},
-        "pipeline": {b: {a: {k: pipeline[b][a][k] for k in ("modes_covered", "high_quality")} for a in args.arms}
-                     for b in TOY},
+        "pipeline": {b: {a: {k: [run[k] for run in pipeline[b][a]] for k in ("modes_covered", "high_quality")}
+                         for a in args.arms} for b in TOY},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

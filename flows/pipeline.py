@@ -19,7 +19,7 @@ from prefect.tasks import exponential_backoff
 from embedlab import orchestration as orch
 from embedlab.paths import Paths
 
-TRAIN_PREFIX = "train@"
+TRAIN_PREFIXES = ("train@", "reference@")  # stages that train: retried with backoff
 
 
 def _log():
@@ -78,7 +78,7 @@ def _run_dag(root: str, stages: list[str], retries: int, retry_delay: float, for
     results = []
     for stage in stages:
         runner = run_stage
-        if stage.startswith(TRAIN_PREFIX) and retries > 0:
+        if stage.startswith(TRAIN_PREFIXES) and retries > 0:
             runner = run_stage.with_options(retries=retries, retry_delay_seconds=exponential_backoff(backoff_factor=retry_delay))
         if stage == "validate":
             try:

@@ -104,7 +104,7 @@ def load_classifier(model_dir: Path, device: str | torch.device = "cpu") -> nn.M
     model_dir = Path(model_dir)
     for name in ("config.json", "model.safetensors"):
         if not (model_dir / name).exists():
-            raise FileNotFoundError(f"{model_dir / name}: missing; train the model first (`dvc repro train@{model_dir.name}`)")
+            raise FileNotFoundError(f"{model_dir / name}: missing; train it first (`dvc repro reference@{model_dir.name}`; the committed weights are in git)")
     config = json.loads((model_dir / "config.json").read_text())
     net = build_classifier(config["arch"], **config["kwargs"])
     return load_weights(net, model_dir / "model.safetensors", device).requires_grad_(False)

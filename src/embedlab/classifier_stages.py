@@ -32,39 +32,10 @@ class ClassifierModel:
         }
 
     def train(self, params: Params, paths: Paths) -> None:
-        from embedlab.classifier import build_classifier, save_classifier
-        from embedlab.classifier_training import LitClassifier
+        from embedlab.classifier_training import fit_classifier
         from embedlab.data.prepare import read_prepared
-        from embedlab.training import TensorBatches, load_best_weights, make_trainer
 
-        cfg = params.model_section(self.name)
-        data = read_prepared(paths.prepared)
-        model_dir = paths.model_dir(self.name)
-        trainer, device = make_trainer(
-            params.trainer,
-            name=self.name,
-            max_epochs=cfg.max_epochs,
-            max_steps=cfg.max_steps,
-            seed=cfg.seed,
-            live_dir=paths.dvclive(self.name),
-            checkpoint_dir=model_dir / "checkpoints",
-            monitor="val_acc",
-            patience=cfg.patience,
-        )
-        tensors = {}
-        for split in ("train", "val"):
-            x, y = data.split(split)
-            tensors[split] = (torch.as_tensor(x, device=device), torch.as_tensor(y, device=device))
-        kwargs = self._kwargs(params, data.meta)
-        net = build_classifier(self.name, **kwargs)
-        lit = LitClassifier(net, cfg, cfg.max_epochs)
-        trainer.fit(
-            lit,
-            train_dataloaders=TensorBatches(*tensors["train"], batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed),
-            val_dataloaders=TensorBatches(*tensors["val"], batch_size=1024),
-        )
-        load_best_weights(lit, trainer)
-        save_classifier(lit.net, self.name, kwargs, model_dir, extra={"epochs_run": trainer.current_epoch})
+        fit_classifier(self.name, self._kwargs(params, read_prepared(paths.prepared).meta), params, paths)
 
     def evaluate(self, params: Params, paths: Paths, evaluator: torch.nn.Module | None) -> dict:
         from embedlab.classifier import load_classifier
@@ -72,14 +43,17 @@ class ClassifierModel:
         from embedlab.evaluation import class_accuracy, confusion_matrix, predict
         from embedlab.evaluation.grids import save_confusion_png, save_grid
 
+        from embedlab.evaluation.intervals import proportion
+        from embedlab.evaluation.samples import weights_id
+
         data = read_prepared(paths.prepared)
         net = load_classifier(paths.model_dir(self.name))
         k = data.num_classes
-        metrics: dict = {}
+        metrics: dict = {"weights": {"sha256": weights_id(net), "file": f"models/{self.name}/model.safetensors"}}
         for split in ("val", "test"):
             x, y = data.split(split)
             probs, _ = predict(net, x)
-            metrics[f"{split}_accuracy"] = round(class_accuracy(probs, y), 4)
+            metrics[f"{split}_accuracy"] = proportion(probs.argmax(1).numpy() == y)
             if split == "test":
                 pred = probs.argmax(1).numpy()
                 nll = -torch.log(probs[torch.arange(len(y)), torch.as_tensor(y)].clamp_min(1e-12)).mean()
@@ -88,14 +62,21 @@ class ClassifierModel:
                 per_class = matrix.diagonal() / np.maximum(matrix.sum(1), 1)
                 metrics["per_class_accuracy"] = {str(c): round(float(a), 4) for c, a in enumerate(per_class)}
                 metrics["test_samples"] = int(len(y))
+                metrics["confident_share_test"] = proportion(probs.max(1).values.numpy() >= params.evaluation.confidence)
                 test_x, test_y, test_pred = x, y, pred
+        metrics["train_accuracy"] = proportion(predict(net, data.split("train")[0])[0].argmax(1).numpy()
+                                               == data.split("train")[1])
         metrics["num_params"] = int(sum(p.numel() for p in net.parameters()))
 
         if self.name == "evaluator":
-            from embedlab.evaluation.fid import frechet_distance
+            from embedlab.evaluation.samples import SampleScorer
 
-            # The floor any generator is measured against: two real splits, same features.
-            metrics["fd_val_test"] = round(frechet_distance(data.split("test")[0], data.split("val")[0], net), 4)
+            # What real images score at the pipeline's N: train images (outside the reference
+            # set val + test) read by this evaluator. Every method reports its own floor beside
+            # its arms; this one is the reference point for the whole project.
+            e = params.evaluation
+            scorer = SampleScorer(net, data, e.confidence, e.bootstrap, e.seed)
+            metrics["real_floor"] = scorer.floor(e.samples, seed=e.seed)
 
         plots = paths.plots(self.name)
         plots.mkdir(parents=True, exist_ok=True)
@@ -103,7 +84,7 @@ class ClassifierModel:
 
         pd.DataFrame({"actual": test_y, "predicted": test_pred}).to_csv(plots / "confusion.csv", index=False)
         save_confusion_png(confusion_matrix(test_y, test_pred, k), plots / "confusion.png",
-                           f"{self.name}: test accuracy {metrics['test_accuracy']:.3f}")
+                           f"{self.name}: test accuracy {metrics['test_accuracy']['value']:.3f}")
         wrong = np.flatnonzero(test_y != test_pred)[:32]
         save_grid(test_x[wrong] if len(wrong) else test_x[:0], plots / "misclassified.png", per_row=8)
         write_json_atomic(paths.metrics(self.name), metrics)

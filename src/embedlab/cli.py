@@ -144,6 +144,24 @@ def report(
     typer.echo(f"report -> {written}")
 
 
+@app.command()
+def results(
+    check: bool = typer.Option(False, "--check", help="exit 1 when a page differs from what metrics/*.json render"),
+    root: Path = RootOption,
+) -> None:
+    """Render the results tables of README.md and docs/ from metrics/*.json (between markers)."""
+    from embedlab.results import ResultsError, render
+
+    try:
+        stale = render(root, check=check)
+    except ResultsError as exc:
+        _fail(str(exc), code=2)
+    if check and stale:
+        _fail("results out of date (run `embedlab results`): " + ", ".join(str(p) for p in stale))
+    typer.echo(("up to date" if not stale else "rewrote " + ", ".join(str(p) for p in stale)) if not check
+               else "results match the metrics")
+
+
 @app.command("check-params")
 def check_params(params_file: Path = ParamsOption) -> None:
     """Validate params.yaml only."""

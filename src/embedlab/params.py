@@ -152,7 +152,9 @@ class VQPriorParams(Section):
 
 
 class VQParams(Section):
-    seed: int = Field(3, ge=0)
+    # Training seeds: each retrains the tokenizer and both priors (what ResGen vs AR compares).
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    workers: int = Field(2, ge=1, le=64)  # CPU processes, one thread each (in-process on a GPU)
     tokenizer: VQTokenizerParams = VQTokenizerParams()
     prior: VQPriorParams = VQPriorParams()
     eval_depths: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
@@ -183,9 +185,51 @@ class GANLossParams(Section):
     lambda_dlle: float = Field(0.1, ge=0.0, le=1000.0)
     lambda_disomap: float = Field(1.0, ge=0.0, le=1000.0)
     disomap_distance: Literal["mse", "cosine"] = "mse"
-    sigma_sweep: list[float] = Field(default_factory=lambda: [0.03, 0.1, 0.3], min_length=1)
+    sigma: float = Field(1.0, ge=0.0, le=100.0)  # the entropy weight (MEE's released default); mee tunes it
     sigma_ramp: float = Field(0.25, ge=0.0, le=1.0)  # share of the steps over which sigma ramps up
     buffer_size: int = Field(1024, ge=1, le=1_000_000)
+
+
+TUNABLE = Literal["lr_scale", "sigma", "lambda_dlle", "lambda_disomap"]
+
+
+class GANTune(Section):
+    """One arm's tuning: `key` takes each of `values` on the selection seed; the benchmark's
+    mode count (the backbone's, for images) picks one. `lr_scale` multiplies the benchmark's lr."""
+
+    key: TUNABLE
+    values: list[float] = Field(min_length=1)
+
+    @field_validator("values")
+    @classmethod
+    def _positive(cls, value):
+        if any(v <= 0 for v in value):
+            raise ValueError(f"tuning values {value} must all be > 0")
+        return value
+
+
+class GANTuningParams(Section):
+    """The same budget for every arm: one hyperparameter each, the same number of values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    dcgan: GANTune = GANTune(key="lr_scale", values=[0.5, 1.0, 2.0])
+    maf: GANTune = GANTune(key="lr_scale", values=[0.5, 1.0, 2.0])
+    maf_disomap: GANTune = Field(GANTune(key="lambda_disomap", values=[0.3, 1.0, 3.0]), alias="maf+disomap")
+    maf_disomap_dlle: GANTune = Field(GANTune(key="lambda_dlle", values=[0.01, 0.1, 1.0]), alias="maf+disomap+dlle")
+    mee: GANTune = GANTune(key="sigma", values=[0.1, 0.3, 1.0])
+
+    def of(self, arm: str) -> GANTune:
+        return getattr(self, arm.replace("+", "_"))
+
+    def key(self, arm: str) -> str:
+        return self.of(arm).key
+
+    @model_validator(mode="after")
+    def _same_budget(self):
+        sizes = {arm: len(self.of(arm).values) for arm in ALL_GAN_ARMS}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"every arm needs the same number of tuning values (the same budget), got {sizes}")
+        return self
 
 
 class GANToyParams(Section):
@@ -218,12 +262,12 @@ class GANImageParams(Section):
     compare_arms: list[GANArm] = Field(default_factory=lambda: ["dcgan", "maf", "mee"], min_length=1)  # full D, digits
     full_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)  # full-capacity stacked (a reference)
     selection_seed: int = Field(100, ge=0)  # the sigma sweep's run: not one of the reported seeds
-    steps: int = Field(800, ge=1, le=10_000_000)
+    steps: int = Field(2000, ge=1, le=10_000_000)
     batch_size: int = Field(64, ge=2, le=65536)
     z_dim: int = Field(32, ge=1, le=1024)
     gen_width: int = Field(16, ge=1, le=1024)
     disc_width: int = Field(16, ge=1, le=1024)  # full capacity
-    weak_disc_width: int = Field(4, ge=1, le=1024)  # the weakened D (PacGAN / VEEGAN protocol)
+    weak_disc_width: int = Field(8, ge=1, le=1024)  # the weakened D (PacGAN / VEEGAN protocol)
     lr: float = Field(2e-4, gt=0.0, le=1.0)
     betas: tuple[float, float] = (0.5, 0.999)
     aug_shift: float = Field(1.0, ge=0.0, le=8.0)
@@ -235,6 +279,7 @@ class GANImageParams(Section):
 
 class GANParams(Section):
     loss: GANLossParams = GANLossParams()
+    tuning: GANTuningParams = GANTuningParams()
     toy: GANToyParams = GANToyParams()
     image: GANImageParams = GANImageParams()
     workers: int = Field(2, ge=1, le=64)  # CPU processes, one thread each (small nets: faster than threads)
@@ -312,31 +357,52 @@ class DiffusionPPAPParams(Section):
 
 
 class DiffusionParams(Section):
-    seed: int = Field(4, ge=0)  # training
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)  # sampling seeds of the reported numbers
+    # Training seeds: each retrains every part the PPAP claim compares (DDPM, experts, baselines).
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    cfg_seeds: list[int] = Field(default_factory=list)  # the cfg reference arm's conditional DDPM
     timesteps: int = Field(1000, ge=2, le=100_000)
     schedule: Literal["linear", "cosine"] = "linear"
     channels: list[int] = Field(default_factory=lambda: [16, 32, 32], min_length=1)
     attention: bool = True
     lr: float = Field(2e-3, gt=0.0, le=10.0)
     batch_size: int = Field(128, ge=1, le=65536)
-    steps: int = Field(1500, ge=1, le=10_000_000)
+    steps: int = Field(6000, ge=1, le=10_000_000)
     ema_decay: float = Field(0.995, ge=0.0, lt=1.0)
     label_dropout: float = Field(0.1, ge=0.0, lt=1.0)  # the conditional (cfg) DDPM
+    lr_decay: bool = False  # cosine decay of the DDPM's lr to 5% (else flat after warm-up)
+    min_snr_gamma: float = Field(0.0, ge=0.0, le=1000.0)  # Min-SNR loss weighting; 0: plain eps MSE
     ddim_steps: int = Field(20, ge=1, le=100_000)
+    ddim_clip: bool = True  # clamp DDIM's x0 prediction each step (eps recomputed from it)
     ppap: DiffusionPPAPParams = DiffusionPPAPParams()
-    supervised_lr: float = Field(1e-3, gt=0.0, le=10.0)
-    supervised_steps: int = Field(1500, ge=1, le=10_000_000)
+    supervised_lr: float = Field(1e-3, gt=0.0, le=10.0)  # the supervised multi-experts (ppap.steps each)
     scales: list[float] = Field(default_factory=lambda: [1.0, 3.0, 10.0, 20.0, 30.0, 100.0], min_length=1)  # classifier guidance
     cfg_scales: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0], min_length=1)  # cfg's w
     sweep_per_class: int = Field(20, ge=1, le=100_000)  # samples per class per scale when choosing it
     fd_guard: float = Field(2.0, gt=1.0, le=1000.0)  # a chosen scale keeps backbone-FD to val <= this x unguided's
-    samples_per_class: int = Field(50, ge=1, le=100_000)  # per seed, for the reported numbers
+    samples_per_class: int = Field(100, ge=1, le=100_000)  # per training seed and arm
     workers: int = Field(2, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _cfg_seeds_are_training_seeds(self):
+        stray = [s for s in self.cfg_seeds if s not in self.seeds]
+        if stray:
+            raise ValueError(f"cfg_seeds {stray} are not among the training seeds {self.seeds}")
+        return self
+
+
+class EvaluationParams(Section):
+    """How generated samples are scored (evaluation/): shared by every method's evaluate stage."""
+
+    samples: int = Field(1000, ge=10, le=1_000_000)  # N per arm (and per training seed) for FD / KID
+    bootstrap: int = Field(500, ge=0, le=100_000)  # resamples behind each FD / KID interval
+    confidence: float = Field(0.9, gt=0.0, le=1.0)  # a reading counts when the top probability >= this
+    mode_min_fraction: float = Field(0.25, gt=0.0, le=1.0)  # a mode needs this share of the real ceiling's count
+    seed: int = Field(0, ge=0)  # bootstrap draws and the real floor's images
 
 
 class RegistryParams(Section):
     min_delta: float = Field(0.0, ge=0.0)
+    gate_on_interval: bool = True  # a newcomer must beat the champion beyond its own 95% interval
     experiment: str = Field("embedlab", min_length=1)
 
 
@@ -351,6 +417,7 @@ class Params(Section):
     gan: GANParams = GANParams()
     federated: FederatedParams = FederatedParams()
     diffusion: DiffusionParams = DiffusionParams()
+    evaluation: EvaluationParams = EvaluationParams()
     registry: RegistryParams = RegistryParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

@@ -58,6 +58,9 @@ class ModelBundle:
     # Files beside the exported module (weights + config of parts torch.export cannot hold,
     # such as a sampler's prior), logged under the run's "bundle/" artifact folder.
     artifacts: list[Path] = field(default_factory=list)
+    # Which variant this is (e.g. the algorithm and seed chosen on val) and why: the version's
+    # description in the registry.
+    description: str = ""
 
 
 class RegistryError(RuntimeError):
@@ -151,12 +154,42 @@ def _current_champion(client, model: str):
         raise
 
 
-def gate(value: float, champion_value: float | None, higher_is_better: bool, min_delta: float) -> str:
-    """Champion only when the newcomer beats the champion by more than min_delta."""
+def gate(value: float, champion_value: float | None, higher_is_better: bool, min_delta: float,
+         interval: tuple[float, float] | None = None) -> str:
+    """Champion only when the newcomer beats the champion by more than min_delta and, when its
+    score carries a 95% interval, the champion's value lies outside that interval on the losing
+    side: a gain inside the newcomer's own noise keeps the champion."""
     if champion_value is None:
         return CHAMPION
     gain = value - champion_value if higher_is_better else champion_value - value
-    return CHAMPION if gain > min_delta else CHALLENGER
+    if gain <= min_delta:
+        return CHALLENGER
+    if interval is not None:
+        lo, hi = interval
+        beyond_noise = champion_value < lo if higher_is_better else champion_value > hi
+        if not beyond_noise:
+            return CHALLENGER
+    return CHAMPION
+
+
+def primary_score(metrics: dict, key: str) -> tuple[float, tuple[float, float] | None]:
+    """(value, 95% interval or None) of the dotted `key` in a metrics tree: a plain number or a
+    score in the settled format (evaluation.intervals)."""
+    from embedlab.evaluation.intervals import interval_of, is_score
+
+    node: Any = metrics
+    for part in [key] if key in metrics else key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            flat = sorted(k for k, v in _numeric_metrics(metrics).items())
+            raise RegistryError(f"primary metric {key!r} is not in the metrics (numeric keys: {flat})")
+        node = node[part]
+    if is_score(node):
+        if node["value"] is None:
+            raise RegistryError(f"primary metric {key} has no value")
+        return float(node["value"]), interval_of(node)
+    if isinstance(node, bool) or not isinstance(node, (int, float)):
+        raise RegistryError(f"primary metric {key!r} is {type(node).__name__}, not a number or a score")
+    return float(node), None
 
 
 def _experiment_id(client, name: str, uri: str) -> str:
@@ -213,11 +246,10 @@ def publish(name: str, bundle: ModelBundle, params: Params, paths: Paths) -> dic
     from mlflow import MlflowClient
 
     metrics = _numeric_metrics(bundle.metrics)
-    metric_key = _MLFLOW_KEY.sub("_", bundle.primary_metric)
-    if metric_key not in metrics:
-        raise RegistryError(f"{name}: primary metric {bundle.primary_metric!r} is not among "
-                            f"the numeric metrics {sorted(metrics)}")
-    value = metrics[metric_key]
+    try:
+        value, interval = primary_score(bundle.metrics, bundle.primary_metric)
+    except RegistryError as exc:
+        raise RegistryError(f"{name}: {exc}") from None
     if not math.isfinite(value):
         raise RegistryError(f"{name}: primary metric {bundle.primary_metric} is {value}")
 
@@ -237,7 +269,8 @@ def publish(name: str, bundle: ModelBundle, params: Params, paths: Paths) -> dic
         champion_value = float(champion.tags[VALUE_TAG])
     # A champion scored on another metric or direction cannot be compared: the newcomer,
     # measured the way the pipeline now measures, takes over.
-    alias = gate(value, champion_value, bundle.higher_is_better, params.registry.min_delta)
+    alias = gate(value, champion_value, bundle.higher_is_better, params.registry.min_delta,
+                 interval if params.registry.gate_on_interval else None)
 
     module, example = _export_ready(bundle)
     experiment_id = _experiment_id(client, params.registry.experiment, uri)
@@ -258,13 +291,20 @@ def publish(name: str, bundle: ModelBundle, params: Params, paths: Paths) -> dic
         for artifact in bundle.artifacts:
             mlflow.log_artifact(str(artifact), artifact_path="bundle")
         version = str(logged.registered_model_version)
-        for key, tag in {**lineage, VALUE_TAG: repr(value), "run_id": run.info.run_id}.items():
+        tags = {**lineage, VALUE_TAG: repr(value), "run_id": run.info.run_id}
+        if interval is not None:
+            tags["primary_metric_interval"] = json.dumps([interval[0], interval[1]])
+        if bundle.description:
+            client.update_model_version(model, version, description=bundle.description)
+        for key, tag in tags.items():
             client.set_model_version_tag(model, version, key, tag)
         client.set_registered_model_alias(model, alias, version)
 
     receipt = {
         "name": model, "model": name, "version": int(version), "alias": alias, "metric": bundle.primary_metric,
-        "value": value, "higher_is_better": bundle.higher_is_better,
+        "value": value, "interval": list(interval) if interval is not None else None,
+        "higher_is_better": bundle.higher_is_better,
+        "gate_on_interval": params.registry.gate_on_interval,
         "min_delta": params.registry.min_delta,
         "previous_champion_value": champion_value,
         "previous_champion_version": int(champion.version) if champion is not None else None,

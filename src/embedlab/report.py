@@ -1,7 +1,8 @@
 """Pull-request report: what a change did to params, metrics, the registry and the pictures.
 
 The numbers come from the real `dvc params diff` / `dvc metrics diff` CLI, so the report
-shows exactly what a reviewer would see running them by hand. Gathering (git, dvc, files)
+shows what a reviewer would see running them by hand; a score in the settled format
+(value, 95% interval) is one row that says whether its change is inside its noise. Gathering (git, dvc, files)
 is kept apart from `render_report`, a pure function the tests call without dvc.
 """
 
@@ -63,6 +64,9 @@ def render_report(inputs: ReportInputs) -> str:
     out = [f"## embedlab report vs `{inputs.base}`" + ("" if same else f" ({inputs.base_sha[:10]})"), ""]
     out += ["### Params", "", _table_or(inputs.params_md, f"No params changed since `{inputs.base}`."), ""]
     out += ["### Metrics", "", _table_or(inputs.metrics_md, f"No metrics changed since `{inputs.base}`."), ""]
+    if "95% interval" in inputs.metrics_md:
+        out += ["A score's change is *inside the 95% interval* when either value lies in the other's interval "
+                "(a rerun could give it): noise, not a result.", ""]
 
     out += ["### Registry decisions", ""]
     if inputs.receipts:
@@ -125,6 +129,78 @@ def dvc_diff(root: Path, kind: str, base: str, notes: list[str]) -> str:
         raise ReportError(f"dvc {kind} diff {base} failed: {(result.stderr or result.stdout).strip()}")
     notes += [f"dvc {kind} diff: {line}" for line in result.stderr.strip().splitlines() if line.strip()]
     return result.stdout
+
+
+SCORE_PARTS = ("value", "lo", "hi", "n", "seeds", "plugin")
+
+
+def _fmt(x) -> str:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return "-" if x is None else str(x)
+    return f"{x:.6g}"
+
+
+def noise_mark(old: dict, new: dict) -> str:
+    """A score change against its 95% intervals: inside when either value lies in the other's
+    interval (a rerun could give it), outside when neither does."""
+    def inside(x, s):
+        return x is not None and s.get("lo") is not None and s.get("hi") is not None and s["lo"] <= x <= s["hi"]
+
+    if old.get("value") is None or new.get("value") is None:
+        return "-"
+    if not any(s.get("lo") is not None for s in (old, new)):
+        return "no interval"
+    return "inside the 95% interval" if inside(new["value"], old) or inside(old["value"], new) \
+        else "**outside the 95% interval**"
+
+
+def metrics_table(diff: dict, base: str) -> str:
+    """`dvc metrics diff --json --all` as markdown: a score (value, lo, hi) is one row with its
+    intervals and whether the change is inside the noise; other metrics as dvc shows them.
+    Only changed metrics appear."""
+    rows = []
+    for path, entries in sorted(diff.items()):
+        scores: dict = {}
+        plain = {}
+        for key, change in entries.items():
+            prefix, _, part = key.rpartition(".")
+            if part in SCORE_PARTS and prefix and (f"{prefix}.lo" in entries or f"{prefix}.hi" in entries):
+                scores.setdefault(prefix, {"old": {}, "new": {}})
+                scores[prefix]["old"][part] = change.get("old")
+                scores[prefix]["new"][part] = change.get("new")
+            else:
+                plain[key] = change
+        for key in sorted(set(scores) | set(plain)):
+            if key in scores:
+                old, new = scores[key]["old"], scores[key]["new"]
+                if old.get("value") == new.get("value"):
+                    continue
+                diff_value = (new["value"] - old["value"]) if None not in (old.get("value"), new.get("value")) else None
+
+                def interval(s):
+                    return "-" if s.get("lo") is None else f"[{_fmt(s['lo'])}, {_fmt(s['hi'])}]"
+
+                rows.append(f"| {path} | {key} | {_fmt(old.get('value'))} | {_fmt(new.get('value'))} | "
+                            f"{_fmt(diff_value)} | {interval(old)} -> {interval(new)} | {noise_mark(old, new)} |")
+            else:
+                change = plain[key]
+                if change.get("old") == change.get("new"):
+                    continue
+                rows.append(f"| {path} | {key} | {_fmt(change.get('old'))} | {_fmt(change.get('new'))} | "
+                            f"{_fmt(change.get('diff'))} | | no interval |")
+    if not rows:
+        return ""
+    head = [f"| Path | Metric | {base} | workspace | Change | 95% interval ({base} -> workspace) | vs noise |",
+            "|---|---|---|---|---|---|---|"]
+    return "\n".join(head + rows) + "\n"
+
+
+def metrics_diff(root: Path, base: str, notes: list[str]) -> str:
+    result = _dvc(root, "metrics", "diff", "--json", "--all", base)
+    if result.returncode != 0:
+        raise ReportError(f"dvc metrics diff {base} failed: {(result.stderr or result.stdout).strip()}")
+    notes += [f"dvc metrics diff: {line}" for line in result.stderr.strip().splitlines() if line.strip()]
+    return metrics_table(json.loads(result.stdout or "{}"), base)
 
 
 def read_receipts(root: Path) -> list[dict]:
@@ -214,7 +290,7 @@ def write_report(root: Path, base: str | None, out: Path, plots_out: Path | None
     notes: list[str] = []
     # dvc gets the name, not the sha: it heads the table's column.
     params_md = dvc_diff(root, "params", name, notes)
-    metrics_md = dvc_diff(root, "metrics", name, notes)
+    metrics_md = metrics_diff(root, name, notes)
 
     plots_html = plots_diff(root, name, plots_out, notes) if plots_out is not None else None
     images = [Image(p, _link(root, p, out, image_url)) for p in changed_images(root, sha)]

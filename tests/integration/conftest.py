@@ -18,7 +18,9 @@ TINY = {
     "trainer": {"progress_bar": False, "log_every_n_steps": 5},
     "evaluator": {"width": 8, "feature_dim": 16, "max_epochs": 2, "batch_size": 32, "lr": 0.005},
     "backbone": {"width": 4, "feature_dim": 8, "max_epochs": 1, "batch_size": 64},
+    "evaluation": {"samples": 20, "bootstrap": 20},
     "vq": {
+        "seeds": [0, 1],
         "tokenizer": {"hidden": 16, "latent_dim": 8, "num_quantizers": 2, "codebook_size": 8, "max_epochs": 1,
                       "batch_size": 128},
         "prior": {"width": 16, "layers": 1, "heads": 2, "mixtures": 2, "max_epochs": 1, "augment_copies": 0,
@@ -26,15 +28,18 @@ TINY = {
         "eval_depths": [1, 2], "samples_per_class": 2, "timing_depths": [1, 2], "timing_samples": 10,
     },
     "gan": {
-        "loss": {"sigma_sweep": [0.1, 0.3], "buffer_size": 64},
+        "loss": {"buffer_size": 64},
+        "tuning": {"dcgan": {"values": [1.0, 2.0]}, "maf": {"values": [1.0, 2.0]},
+                   "maf+disomap": {"values": [0.3, 1.0]}, "maf+disomap+dlle": {"values": [0.1, 0.3]},
+                   "mee": {"values": [0.1, 0.3]}},
         "toy": {"seeds": [0, 1], "steps": 4, "batch_size": 32, "hidden": 16, "eval_samples": 100},
         "image": {"seeds": [0], "steps": 3, "batch_size": 16, "gen_width": 4, "disc_width": 4, "weak_disc_width": 2,
                   "eval_samples": 50, "fd_samples": 20},
         "workers": 2,
     },
     "diffusion": {
-        "seeds": [0, 1], "timesteps": 100, "channels": [8, 8], "steps": 20, "batch_size": 32, "ddim_steps": 3,
-        "ppap": {"experts": 2, "steps": 5, "kd_samples": 16, "batch_size": 8}, "supervised_steps": 5,
+        "seeds": [0, 1], "cfg_seeds": [0], "timesteps": 100, "channels": [8, 8], "steps": 20, "batch_size": 32,
+        "ddim_steps": 3, "ppap": {"experts": 2, "steps": 5, "kd_samples": 16, "batch_size": 8},
         "scales": [1.0, 10.0], "cfg_scales": [1.0], "sweep_per_class": 2, "samples_per_class": 2, "workers": 2,
     },
     "federated": {

@@ -9,8 +9,14 @@ from .conftest import run, set_params
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["prepare", "validate", "partition"] + [
-    f"{stage}@{model}" for stage in ("train", "evaluate", "publish") for model in ("evaluator", "backbone", "vq", "gan", "federated", "diffusion")]
+MODELS = ("evaluator", "backbone", "vq", "gan", "federated", "diffusion")
+STAGES = ["prepare", "validate", "partition", "reference@evaluator", "reference@backbone"] + [
+    f"train@{m}" for m in MODELS[2:]] + [f"{stage}@{m}" for stage in ("evaluate", "publish") for m in MODELS]
+
+
+def is_score(entry) -> bool:
+    """The settled format: value inside its own 95% interval, with the N behind it."""
+    return (isinstance(entry, dict) and entry["lo"] <= entry["value"] <= entry["hi"] and entry["n"] >= 1)
 
 
 def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
@@ -19,13 +25,15 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
         assert f"Running stage '{stage}'" in first.stdout, stage
 
     metrics = json.loads((repo_copy / "metrics/evaluator.json").read_text())
-    assert 0.0 < metrics["test_accuracy"] <= 1.0
+    assert is_score(metrics["test_accuracy"]) and 0.0 < metrics["test_accuracy"]["value"] <= 1.0
+    assert is_score(metrics["real_floor"]["fd"]) and metrics["real_floor"]["fd"]["n"] == 20  # evaluation.samples
     assert (repo_copy / "reports/validation/summary.json").exists()
     assert json.loads((repo_copy / "reports/validation/summary.json").read_text())["success"] is True
     assert (repo_copy / "data/partitions/label_skew.npz").exists()
     receipt = json.loads((repo_copy / "registry/evaluator.json").read_text())
     assert receipt["name"] == "embedlab-evaluator" and receipt["alias"] == "champion"
-    assert receipt["value"] == metrics["test_accuracy"]
+    assert receipt["value"] == metrics["test_accuracy"]["value"]
+    assert receipt["interval"] == [metrics["test_accuracy"]["lo"], metrics["test_accuracy"]["hi"]]
     assert receipt["tracking_uri"].startswith("sqlite:///") and (repo_copy / "mlflow.db").exists()
     assert receipt["data_hash"] and receipt["data_hash"] != "unknown"
 
@@ -49,11 +57,15 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     # program reconstructs test images exactly as the trained tokenizer does.
     vq_metrics = json.loads((repo_copy / "metrics/vq.json").read_text())
     vq_receipt = json.loads((repo_copy / "registry/vq.json").read_text())
-    assert vq_receipt["name"] == "embedlab-vq" and vq_receipt["metric"] == "psnr.d2"
-    assert vq_receipt["value"] == vq_metrics["psnr"]["d2"]
+    assert vq_receipt["name"] == "embedlab-vq" and vq_receipt["metric"] == "published.psnr"
+    assert vq_receipt["value"] == vq_metrics["published"]["psnr"]["value"]
+    assert set(vq_metrics["claims"]) == {"resgen_vs_ar_fd", "resgen_vs_ar_accuracy"}
+    for kind in ("resgen", "ar", "real"):
+        assert is_score(vq_metrics["fd"][kind]) and is_score(vq_metrics["kid"][kind])
+    assert vq_metrics["evaluator"]["sha256"] == metrics["weights"]["sha256"]  # which evaluator read the scores
     from embedlab.methods.vq.method import load_parts
 
-    tokenizer = load_parts(paths.model_dir("vq"))[0]
+    tokenizer = load_parts(paths.model_dir("vq") / f"seed{vq_metrics['published']['seed']}")[0]
     expected = tokenizer.decode_indices(tokenizer.tokenize(x))
     assert torch.allclose(torch.as_tensor(np.asarray(load_model("vq", "champion", paths=paths)(x))), expected, atol=1e-4)
 
@@ -61,26 +73,30 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     # to stacked samples exactly as the trained generator does, and every arm was scored.
     gan_metrics = json.loads((repo_copy / "metrics/gan.json").read_text())
     gan_receipt = json.loads((repo_copy / "registry/gan.json").read_text())
-    assert gan_receipt["metric"] == "stacked.modes_covered.mee"
-    assert gan_receipt["value"] == gan_metrics["stacked"]["modes_covered"]["mee"]
+    assert gan_receipt["metric"] == "published.modes_covered"
+    assert gan_receipt["value"] == gan_metrics["published"]["modes_covered"]
     for bench in ("ring", "grid", "stacked"):
-        assert set(gan_metrics[bench]["modes_covered"]) == {"dcgan", "maf", "mee"}
+        # every arm beside the real ceiling and the untrained floor, at the min count the ceiling gives
+        assert set(gan_metrics[bench]["modes_covered"]) == {"dcgan", "maf", "mee", "real", "untrained"}
         assert set(gan_metrics["ablation"][bench]["modes_covered"]) == {"maf+disomap", "maf+disomap+dlle"}
-    assert set(gan_metrics["digits"]["fd"]) == {"dcgan", "maf", "mee"}
-    assert len(gan_metrics["per_seed"]["ring"]["mee"]["modes_covered"]) == 2  # toy seeds [0, 1]
-    # sigma: chosen per benchmark from the sweep; the image benchmarks share stacked_weak's choice
-    assert set(gan_metrics["sigma_selection"]) == {"ring", "grid", "stacked_weak"}
-    assert all(set(v) == {"0.1", "0.3"} for v in gan_metrics["sigma_selection"].values())
-    assert gan_metrics["sigma"]["digits"] == gan_metrics["sigma"]["stacked_weak"] in (0.1, 0.3)
+        assert gan_metrics[bench]["min_count"] >= 1
+    assert set(gan_metrics["digits"]["fd"]) == {"dcgan", "maf", "mee", "real", "untrained"}
+    assert len(gan_metrics["per_seed"]["ring"]["mee"]) == 2  # toy seeds [0, 1]
+    assert set(gan_metrics["claims"]) == {"mee_vs_maf_stacked", "mee_vs_maf_ring", "mee_vs_maf_grid",
+                                          "mee_quality_vs_dcgan_digits"}
+    # tuning: every arm tuned on each tuning benchmark with the same number of values
+    scores = gan_metrics["tuning"]["scores"]
+    assert {k.split("/")[0] for k in scores} == {"ring", "grid", "stacked_weak"}
+    assert {len(v) for v in scores.values()} == {2}
     from embedlab.methods.gan.method import load_generator
     from embedlab.registry import download_bundle
 
     z = torch.randn(5, 32)
-    expected = load_generator(paths.model_dir("gan"), "stacked_weak", "mee", 0)(z)
+    expected = load_generator(paths.model_dir("gan"), "stacked_weak", "mee", gan_metrics["published"]["seed"])(z)
     assert expected.shape == (5, 3, 16, 16)
     assert torch.allclose(torch.as_tensor(np.asarray(load_model("gan", "champion", paths=paths)(z))), expected, atol=1e-5)
     bundle = download_bundle("gan", repo_copy / "downloaded", paths=paths)
-    assert torch.equal(load_generator(bundle, "stacked_weak", "mee", 0)(z), expected)
+    assert torch.equal(load_generator(bundle, "stacked_weak", "mee", gan_metrics["published"]["seed"])(z), expected)
     assert load_generator(bundle, "digits", "mee", 0)(z).shape == (5, 1, 16, 16)
     for picture in ("scatter_ring.png", "scatter_grid.png", "samples_digits_mee.png", "samples_stacked_weak_mee.png",
                     "stacked_mode_histogram.png", "losses.png", "modes_covered.png"):
@@ -94,13 +110,16 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     assert set(fs["by_size"]) == {"10", "20"} and fs["samples_per_client"] == 10
     assert set(ls["accuracy"]) == {"fedavg", "fedavg_ggeur", "fedprox", "fedprox_ggeur"}
     assert set(ls["by_alpha"]) == {"0.1", "0.5"} and ls["alpha"] == 0.1
-    assert len(fs["paired_gain"]["fraug-fedbn"]["per_seed"]) == 2
-    assert len(ls["paired_gain"]["fedavg_ggeur-fedavg"]["per_seed"]) == 2
+    assert len(fs["comparisons"]["fraug-fedbn"]["per_seed"]) == 2 and is_score(fs["accuracy"]["fedbn"])
+    assert len(ls["comparisons"]["fedavg_ggeur-fedavg"]["per_seed"]) == 2
+    assert fed["claims"]["fraug_vs_fedbn"]["precondition"]["description"].startswith("FedBN leaves room")
     assert fs["bytes_per_round"]["local"] == 0 < fs["bytes_per_round"]["fedbn"] < fs["bytes_per_round"]["fedavg"]
     assert set(fs["per_client"]["fraug"]) == {"original", "inverted", "rotated", "blurred_noise", "contrast"}
     assert len(ls["per_client"]["fedavg"]) == 10
     fed_receipt = json.loads((repo_copy / "registry/federated.json").read_text())
-    assert fed_receipt["metric"] == "feature_shift.accuracy.fraug" and fed_receipt["value"] == fs["accuracy"]["fraug"]
+    assert fed_receipt["metric"] == "published.accuracy"
+    assert fed_receipt["value"] == fed["published"]["accuracy"]["value"]
+    assert fed["published"]["chosen_by"].startswith("final-round val accuracy")
     from embedlab.methods.federated.method import load_runs
     from embedlab.methods.federated.scoring import _rebuild
 
@@ -108,6 +127,7 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     fed_bundle = download_bundle("federated", repo_copy / "downloaded_federated", paths=paths)
     published = json.loads((fed_bundle / "config.json").read_text())["published"]
     assert set(published) == {"feature_shift", "label_skew"} and (fed_bundle / "feature_shift.pt").exists()
+    assert published["feature_shift"] == fed["published"]["feature_shift"]["run"]
     run_info = next(r for r in info["runs"] if r["key"] == published["feature_shift"])
     images = torch.randn(3, 5, 1, 16, 16, generator=torch.Generator().manual_seed(0))  # (B, clients, ...)
     expected = _rebuild(run_info, states[run_info["key"]]).eval()(images.transpose(0, 1)).transpose(0, 1)
@@ -124,13 +144,17 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     # The diffusion bundle: published on PPAP's guided accuracy; the program is the unguided
     # DDIM sampler, and the downloaded parts sample every arm.
     diff = json.loads((repo_copy / "metrics/diffusion.json").read_text())
-    assert set(diff["guided_accuracy"]) == {"naive", "supervised", "ppap", "cfg"}
-    assert set(diff["fd"]) == {"unguided", "naive", "supervised", "ppap", "cfg"}
-    assert len(diff["per_seed"]["guided_accuracy"]["ppap"]) == 2
+    assert set(diff["guided_accuracy"]) == {"naive", "supervised", "ppap", "cfg", "real"}
+    assert set(diff["fd"]) == {"unguided", "naive", "supervised", "ppap", "cfg", "real"}
+    assert diff["fd"]["ppap"]["seeds"] == 2 and diff["fd"]["cfg"]["seeds"] == 1  # cfg_seeds [0]
+    assert is_score(diff["kid"]["real"]) and is_score(diff["confident_share"]["real_test"])
+    assert len(diff["per_seed"]["ppap"]) == 2
+    assert set(diff["claims"]) == {"ppap_vs_naive", "ppap_vs_supervised"}
     assert 0 < diff["trainable_fraction"]["ppap"] < 1 and diff["trainable_params"]["ppap"] > 0
-    assert diff["scale"]["naive"] in (1.0, 10.0) and diff["scale"]["cfg"] == 1.0
+    assert diff["scale"]["0"]["naive"] in (1.0, 10.0) and diff["scale"]["0"]["cfg"] == 1.0
     diff_receipt = json.loads((repo_copy / "registry/diffusion.json").read_text())
-    assert diff_receipt["metric"] == "guided_accuracy.ppap" and diff_receipt["value"] == diff["guided_accuracy"]["ppap"]
+    assert diff_receipt["metric"] == "published.guided_accuracy"
+    assert diff_receipt["value"] == diff["published"]["guided_accuracy"]["value"]
     from embedlab.methods.diffusion.scoring import load_bundle
 
     parts = load_bundle(download_bundle("diffusion", repo_copy / "downloaded_diffusion", paths=paths))
@@ -160,13 +184,15 @@ def test_bad_data_stops_at_validate_and_nothing_downstream_runs(repo_copy):
     set_params(repo_copy, {"data": {"source": "npz:bad.npz", "pixel_range": [0.0, 16.0]}})
 
     committed = {p: p.read_text() for p in repo_copy.glob("metrics/*.json")}
+    weights = {p: p.read_bytes() for p in repo_copy.glob("models/*/model.safetensors")}  # the committed references
     out = run(["dvc", "repro"], repo_copy, check=False)
     assert out.returncode != 0
     message = out.stdout + out.stderr
     assert "NaN" in message or "nan" in message
     assert "bad-000007" in message  # the offending sample is named
-    for never in ("models/evaluator", "models/backbone", "registry/evaluator.json", "mlflow.db", "data/partitions", "reports/partition"):
+    for never in ("registry/evaluator.json", "mlflow.db", "data/partitions", "reports/partition", "models/vq"):
         assert not (repo_copy / never).exists(), never
+    assert weights and {p: p.read_bytes() for p in weights} == weights  # the fixed networks untouched
     # Metrics a clone carries are untouched: nothing was evaluated.
     assert {p: p.read_text() for p in committed} == committed
     summary = json.loads((repo_copy / "reports/validation/summary.json").read_text())

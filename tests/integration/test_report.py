@@ -28,7 +28,7 @@ def test_report_shows_param_change_and_its_metrics(repo_copy):
     run(["git", "checkout", "-qb", "longer-training"], repo_copy)
     set_params(repo_copy, {"evaluator": {"max_epochs": 3}})
     second = run(["dvc", "repro"], repo_copy)
-    assert "Running stage 'train@evaluator'" in second.stdout
+    assert "Running stage 'reference@evaluator'" in second.stdout
     assert "Running stage 'prepare'" not in second.stdout
     commit(repo_copy, "evaluator: 3 epochs")
 

@@ -43,7 +43,8 @@ def test_ddim_timesteps_span_the_schedule():
         ddim_timesteps(10, 0)
 
 
-def test_ddim_with_scale_zero_is_the_unguided_sampler_and_guidance_moves_samples():
+@pytest.mark.parametrize("clip", [False, True])
+def test_ddim_with_scale_zero_is_the_unguided_sampler_and_guidance_moves_samples(clip):
     torch.manual_seed(0)
     net = UNet((8, 8), attention=False).eval()
     s = Schedule(50)
@@ -51,18 +52,31 @@ def test_ddim_with_scale_zero_is_the_unguided_sampler_and_guidance_moves_samples
     y = torch.arange(4)
     grad = classifier_grad(lambda x, t: clf(x), y)
     x_T = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    plain = ddim_sample(net, s, (4, 1, 8, 8), 5, x_T=x_T)
-    zero = ddim_sample(net, s, (4, 1, 8, 8), 5, x_T=x_T, grad_fn=grad, scale=0.0)
+    plain = ddim_sample(net, s, (4, 1, 8, 8), 5, x_T=x_T, clip=clip)
+    zero = ddim_sample(net, s, (4, 1, 8, 8), 5, x_T=x_T, grad_fn=grad, scale=0.0, clip=clip)
     assert torch.equal(plain, zero)
-    guided = ddim_sample(net, s, (4, 1, 8, 8), 5, x_T=x_T, grad_fn=grad, scale=5.0)
+    guided = ddim_sample(net, s, (4, 1, 8, 8), 5, x_T=x_T, grad_fn=grad, scale=5.0, clip=clip)
     assert not torch.allclose(plain, guided)
     # With the exact eps of N(0, I) data (eps* = sqrt(1 - ab_t) x_t), guidance must raise the
     # requested class's log-probability of every sample.
     exact = lambda x, t: (1 - s._at(s.alphabar, t, x)).sqrt() * x  # noqa: E731
-    plain = ddim_sample(exact, s, (4, 1, 8, 8), 5, x_T=x_T)
-    guided = ddim_sample(exact, s, (4, 1, 8, 8), 5, x_T=x_T, grad_fn=grad, scale=2.0)
+    plain = ddim_sample(exact, s, (4, 1, 8, 8), 5, x_T=x_T, clip=clip)
+    guided = ddim_sample(exact, s, (4, 1, 8, 8), 5, x_T=x_T, grad_fn=grad, scale=2.0, clip=clip)
     logp = lambda x: torch.log_softmax(clf(x), -1)[torch.arange(4), y]  # noqa: E731
     assert torch.all(logp(guided) > logp(plain))
+
+
+def test_a_clipped_ddim_step_stays_on_the_line_through_x_t_and_its_clamped_x0():
+    from embedlab.methods.diffusion.schedule import ddim_step
+
+    a, a_next = torch.tensor(0.3), torch.tensor(0.8)
+    x, eps = torch.full((1, 1, 2, 2), 2.0), torch.zeros(1, 1, 2, 2)  # x0 = x / sqrt(a) > 1: clamped
+    x0 = ddim_step(x, eps, a, None, clip=True)
+    assert torch.all(x0 == 1.0)
+    out = ddim_step(x, eps, a, a_next, clip=True)
+    eps_used = (x - a.sqrt() * x0) / (1 - a).sqrt()  # the eps consistent with x_t and the clamped x0
+    assert torch.allclose(out, a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps_used)
+    assert torch.equal(ddim_step(x, eps, a, a_next, clip=False), a_next.sqrt() * x / a.sqrt())
 
 
 def test_a_small_step_along_the_guidance_gradient_raises_log_p():
@@ -141,3 +155,15 @@ def test_the_distillation_set_is_images_only_and_the_expert_step_takes_no_labels
     assert module.training_step(kd, 0) > 0  # one tensor in, a distillation loss out
     with pytest.raises(ValueError):
         module.training_step((kd[0], torch.zeros(6, dtype=torch.long)), 0)  # a labelled batch is refused
+
+
+def test_min_snr_weights_count_low_noise_steps_less():
+    from embedlab.methods.diffusion.models import min_snr_weight
+
+    s = Schedule(1000)
+    t = torch.tensor([0, 100, 500, 999])
+    w = min_snr_weight(s, t, gamma=5.0)
+    snr = s.alphabar[t] / (1 - s.alphabar[t])
+    assert torch.allclose(w.double(), torch.where(snr > 5, 5 / snr, torch.ones_like(snr)), atol=1e-6)
+    assert w[0] < w[1] <= 1 and w[-1] == 1  # the noisiest steps keep weight 1
+    assert torch.equal(min_snr_weight(s, t, gamma=0.0), torch.ones(4))

@@ -6,22 +6,20 @@ import numpy as np
 import torch
 from torch import nn
 
+import pytest
+
 from embedlab.io import save_weights
-from embedlab.methods.gan.method import (
+from embedlab.methods.gan.benchmarks import (
     Job,
-    choose_sigma,
     gen_config,
     load_generator,
     loop_config,
-    planned_jobs,
     real_sampler,
     restore_generator,
-    run_job,
-    selection_jobs,
-    stacked_mode_count,
-    stacked_modes,
 )
-from embedlab.params import Params, parse_params
+from embedlab.methods.gan.method import choose_value, planned_jobs, published_seed, run_job, selection_jobs
+from embedlab.methods.gan.scoring import score_stacked, stacked_mode_count, stacked_readings
+from embedlab.params import ParamsError, Params, parse_params
 
 # Ten grey levels, one per class: a channel filled with LEVELS[c] reads as class c.
 LEVELS = torch.linspace(-0.9, 0.9, 10)
@@ -35,7 +33,7 @@ class LevelClassifier(nn.Module):
     def __init__(self):
         super().__init__()
         self.anchor = nn.Parameter(torch.zeros(()))  # predict() reads the device from a parameter
-        self.head = lambda f: -(f - LEVELS) ** 2
+        self.head = lambda f: -1000 * (f - LEVELS) ** 2  # sharp: a level's reading is confident
         self.head.out_features = 10
 
     def features(self, x):
@@ -56,9 +54,9 @@ class TripleGenerator(nn.Module):
         return levels.expand(len(z), 3, 16, 16) + self.anchor
 
 
-def test_planned_jobs_cover_every_benchmark_with_distinct_files():
+def test_planned_jobs_cover_every_benchmark_with_distinct_files_and_take_the_tuned_values():
     params = Params()
-    jobs = planned_jobs(params, sigma=0.1)
+    jobs = planned_jobs(params)
     g = params.gan
     expected = (2 * len(g.toy.arms) * len(g.toy.seeds) + len(g.image.arms) * len(g.image.seeds)
                 + len(g.image.compare_arms) * (len(g.image.full_seeds) + len(g.image.seeds)))
@@ -66,29 +64,59 @@ def test_planned_jobs_cover_every_benchmark_with_distinct_files():
     assert len({j.weights for j in jobs}) == len(jobs)  # one file per job, flat names
     assert {j.bench for j in jobs} == {"ring", "grid", "stacked_weak", "stacked_full", "digits"}
     assert {j.arm for j in jobs if j.bench == "digits"} == {"dcgan", "maf", "mee"}
+    chosen = {("stacked_weak", "mee"): 0.3, ("ring", "mee"): 0.03}
+    tuned = planned_jobs(params, chosen)
+    # stacked_full and digits take stacked_weak's choice; an arm without a choice keeps None
+    assert {j.value for j in tuned if j.arm == "mee" and j.bench in IMAGE_BENCHES} == {0.3}
+    assert {j.value for j in tuned if j.arm == "mee" and j.bench == "ring"} == {0.03}
+    assert {j.value for j in tuned if j.arm == "mee" and j.bench == "grid"} == {None}
 
 
-def test_the_sigma_sweep_runs_mee_on_held_out_seeds_per_choosing_benchmark():
+IMAGE_BENCHES = ("stacked_weak", "stacked_full", "digits")
+
+
+def test_tuning_gives_every_arm_the_same_budget_on_held_out_seeds():
     params = Params()
     jobs = selection_jobs(params)
-    assert {j.arm for j in jobs} == {"mee"} and all(j.selection for j in jobs)
-    assert {(j.bench, j.sigma) for j in jobs} == {(b, s) for b in ("ring", "grid", "stacked_weak")
-                                                  for s in params.gan.loss.sigma_sweep}
+    assert all(j.selection for j in jobs) and len({j.key for j in jobs}) == len(jobs)
+    per_arm = {}
+    for j in jobs:
+        per_arm.setdefault((j.bench, j.arm), []).append(j.value)
+    assert {b for b, _ in per_arm} == {"ring", "grid", "stacked_weak"}
+    assert len({len(v) for v in per_arm.values()}) == 1  # the same number of configurations each
+    assert per_arm[("stacked_weak", "mee")] == params.gan.tuning.mee.values and max(params.gan.tuning.mee.values) >= 1.0
     reported = set(params.gan.toy.seeds) | set(params.gan.image.seeds) | set(params.gan.image.full_seeds)
     assert not {j.seed for j in jobs} & reported
-    assert len({j.key for j in jobs}) == len(jobs)
+    with pytest.raises(ParamsError, match="same number of tuning values"):
+        parse_params({"gan": {"tuning": {"dcgan": {"key": "lr_scale", "values": [1.0, 2.0]}}}})
 
 
-def test_choose_sigma_prefers_modes_then_lower_kl_then_smaller_sigma():
-    assert choose_sigma({0.03: {"modes": 700, "mode_kl": 0.5}, 0.1: {"modes": 720, "mode_kl": 0.9}}) == 0.1
-    assert choose_sigma({0.03: {"modes": 700, "mode_kl": 0.5}, 0.1: {"modes": 700, "mode_kl": 0.4}}) == 0.1
-    assert choose_sigma({0.3: {"modes": 700, "mode_kl": 0.4}, 0.1: {"modes": 700, "mode_kl": 0.4}}) == 0.1
+def test_choose_value_prefers_modes_then_lower_kl_then_smaller_value():
+    assert choose_value({0.03: {"modes_covered": 700, "mode_kl": 0.5}, 0.1: {"modes_covered": 720, "mode_kl": 0.9}}) == 0.1
+    assert choose_value({0.03: {"modes_covered": 700, "mode_kl": 0.5}, 0.1: {"modes_covered": 700, "mode_kl": 0.4}}) == 0.1
+    assert choose_value({0.3: {"modes_covered": 700, "mode_kl": 0.4}, 0.1: {"modes_covered": 700, "mode_kl": 0.4}}) == 0.1
 
 
-def test_stacked_modes_reads_each_channel_in_order():
-    modes = stacked_modes(TripleGenerator(), LevelClassifier(), n=7, seed=0)
-    assert modes.tolist() == [123] * 7  # channel 0 is the hundreds, channel 2 the units
+def test_stacked_readings_read_each_channel_in_order_and_only_when_confident():
+    from embedlab.methods.gan.arms import sample
+
+    images = sample(TripleGenerator(), 7, seed=0)
+    share, modes = stacked_readings(images, LevelClassifier(), threshold=0.9)
+    assert modes.tolist() == [123] * 7 and share["value"] == 1.0  # channel 0 is the hundreds, channel 2 the units
     assert stacked_mode_count(LevelClassifier()) == 1000  # K^3 for K = 10 classes
+    blurred = images.clone()
+    blurred[:3, 1] = (LEVELS[2] + LEVELS[3]) / 2  # halfway between two classes: no confident reading
+    share, modes = stacked_readings(blurred, LevelClassifier(), threshold=0.9)
+    assert modes.tolist() == [-1] * 3 + [123] * 4 and share["value"] == pytest.approx(18 / 21, abs=1e-4)
+    scores = score_stacked(blurred, LevelClassifier(), 0.9, min_count=5)
+    assert scores["modes_covered"] == 0 and scores["modes_any"] == 1  # 4 samples do not make a mode at 5
+
+
+def test_published_seed_is_the_backbones_choice():
+    config = {"backbone_reads": {"per_seed": {"0": {"modes_covered": 10, "mode_kl": 1.0},
+                                              "1": {"modes_covered": 12, "mode_kl": 2.0},
+                                              "2": {"modes_covered": 12, "mode_kl": 1.5}}}}
+    assert published_seed(config) == 2
 
 
 def test_real_batches_per_benchmark():
@@ -107,20 +135,22 @@ def test_real_batches_per_benchmark():
     assert real_sampler(params, "digits", images, labels)(5, gen).shape == (5, 1, 16, 16)
 
 
-def test_loop_config_takes_the_benchmark_settings_and_ramps_sigma_over_a_share_of_steps():
+def test_loop_config_takes_the_benchmark_settings_and_the_arms_tuned_value():
     params = parse_params({"gan": {"toy": {"steps": 400}, "image": {"steps": 100, "weak_disc_width": 2},
                                    "loss": {"sigma_ramp": 0.5}}})
-    toy, image = loop_config(params, "ring", 0.2), loop_config(params, "stacked_weak", 0.2)
+    toy, image = loop_config(params, "ring", "mee", 0.2), loop_config(params, "stacked_weak")
     assert (toy.steps, toy.sigma_ramp, toy.sigma) == (400, 200, 0.2)
-    assert (image.steps, image.sigma_ramp) == (100, 50)
+    assert (image.steps, image.sigma_ramp, image.sigma) == (100, 50, params.gan.loss.sigma)
     assert image.aug_shift == params.gan.image.aug_shift and toy.aug_noise == params.gan.toy.aug_noise
+    assert loop_config(params, "ring", "dcgan", 2.0).lr == pytest.approx(2 * params.gan.toy.lr)  # lr_scale
+    assert loop_config(params, "ring", "maf+disomap+dlle", 0.3).lambda_dlle == 0.3
 
 
 def test_a_job_trains_a_generator_that_loads_back_from_a_flat_folder(tmp_path):
     params = parse_params({"gan": {"image": {"steps": 2, "batch_size": 8, "gen_width": 4, "weak_disc_width": 2},
                                    "loss": {"buffer_size": 16}}})
     images, labels = torch.rand(20, 1, 16, 16) * 2 - 1, torch.arange(20) % 10
-    job = Job("stacked_weak", "mee", 0, sigma=0.1)
+    job = Job("stacked_weak", "mee", 0, value=0.1)
     state, history = run_job(job, params, images, labels)
     assert len(history["g_loss"]) == 1 and history["seconds"] > 0  # curves keep every 10th step
     config = gen_config(params, "stacked_weak", 16)

@@ -9,6 +9,7 @@ from torch import nn
 
 from embedlab.methods.gan.losses import (
     ReplayBuffer,
+    disomap_from_outputs,
     disomap_loss,
     dlle_loss,
     entropy_estimate,
@@ -21,16 +22,15 @@ from embedlab.methods.gan.losses import (
     sigma_at,
 )
 from embedlab.evaluation import class_histogram_kl, count_modes
+from embedlab.evaluation.modes import coverage, triple_modes
 from embedlab.methods.gan.modes import (
     assign_modes,
     grid_modes,
-    high_quality_fraction,
     ring_modes,
     sample_mixture,
     stack_digits,
-    triple_modes,
 )
-from embedlab.methods.gan.nets import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator
+from embedlab.methods.gan.nets import ConvDiscriminator, ConvGenerator, EmbeddingHead, MLPDiscriminator, MLPGenerator
 
 
 def test_buffer_keeps_size_and_drops_the_oldest_first():
@@ -106,6 +106,28 @@ def test_disomap_is_zero_for_a_linear_discriminator():
         disomap_loss(linear, real, fake, "l1")
 
 
+def test_disomap_target_is_held_fixed_as_released():
+    """Gradients reach D only through D(mix), never through the mixed target a D(x_r) + (1 - a) D(x_f)."""
+    torch.manual_seed(0)
+    real_out, fake_out = torch.randn(6, 4, requires_grad=True), torch.randn(6, 4, requires_grad=True)
+    mixed = torch.randn(6, 4, requires_grad=True)
+    disomap_from_outputs(mixed, real_out, fake_out, torch.rand(6, 1, 1, 1)).backward()
+    assert real_out.grad is None and fake_out.grad is None
+    assert mixed.grad is not None and mixed.grad.abs().sum() > 0
+
+
+def test_embedding_head_has_no_bias_so_spectral_norm_bounds_logvar():
+    head = EmbeddingHead(32, dim=8)
+    assert not any("bias" in name for name, _ in head.named_parameters())
+    # One layer gives (mu, logvar); its spectral norm bounds both: with h = 0 both are exactly 0.
+    head.eval()
+    assert torch.equal(head(torch.zeros(3, 32)), torch.zeros(3, 8))
+    head.train()
+    torch.manual_seed(0)
+    noisy = head(torch.zeros(2000, 32))  # logvar = 0 at h = 0: unit-variance noise, no learnable offset
+    assert noisy.std().item() == pytest.approx(1.0, abs=0.05)
+
+
 def test_adversarial_losses_reward_the_right_side():
     high, low = torch.full((4, 3), 2.0), torch.full((4, 3), -2.0)
     # D wants real high and fake low; G wants fake high
@@ -176,11 +198,11 @@ def test_two_d_mode_counters_on_constructed_points():
     modes = assign_modes(points, centres, std)
     assert modes.tolist() == [0, 0, 0, 5, 5, -1]
     assert count_modes(modes, 8) == 2 and count_modes(modes, 8, min_count=3) == 1
-    assert high_quality_fraction(modes) == pytest.approx(5 / 6)
+    assert coverage(modes, 8, 1)["assigned_share"]["value"] == pytest.approx(5 / 6, abs=1e-4)
     # the true mixture covers every mode, nearly all points high quality, KL near 0
     sample = sample_mixture(grid_modes(5), std, 5000, torch.Generator().manual_seed(0))
     assigned = assign_modes(sample, grid_modes(5), std)
-    assert count_modes(assigned, 25) == 25 and high_quality_fraction(assigned) > 0.98
+    assert count_modes(assigned, 25) == 25 and coverage(assigned, 25, 1)["assigned_share"]["value"] > 0.98
     assert class_histogram_kl(assigned, 25) < 0.01
     assert class_histogram_kl(torch.zeros(100, dtype=torch.long), 25) == pytest.approx(math.log(25))
 

@@ -22,23 +22,45 @@ def test_ephemeral_server_is_off_in_fast_tests():
     assert os.environ["PREFECT_SERVER_EPHEMERAL_ENABLED"] == "false"
 
 
+def dvc_vars() -> dict:
+    merged = {}
+    for entry in yaml.safe_load((REPO / "dvc.yaml").read_text())["vars"]:
+        merged.update(entry)
+    return merged
+
+
+def test_the_model_lists_of_dvc_yaml_agree_with_each_other_and_the_cli():
+    from embedlab.methods import MODELS
+
+    v = dvc_vars()
+    # The fixed references train in their own stage group (their weights are committed, cache: false);
+    # every other model trains from its package. Evaluate and publish serve them all.
+    assert set(v["models"]) == set(v["references"]) | set(v["methods"]) == set(MODELS)
+    assert not set(v["references"]) & set(v["methods"])
+    for name in v["methods"]:
+        assert (REPO / "src/embedlab/methods" / name).is_dir(), name
+        assert v["models"][name]["code"] == f"src/embedlab/methods/{name}"
+
+
 def test_dag_order_comes_from_dvc_yaml():
     stages = orch.dag_stages(REPO)
-    dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    models = list(dvc_yaml["vars"][0]["models"])
-    expected = {"prepare", "validate", "partition"} | {f"{s}@{m}" for s in ("train", "evaluate", "publish") for m in models}
+    v = dvc_vars()
+    models = list(v["models"])
+    train = {m: f"reference@{m}" if m in v["references"] else f"train@{m}" for m in models}
+    expected = {"prepare", "validate", "partition"} | set(train.values()) | {
+        f"{s}@{m}" for s in ("evaluate", "publish") for m in models}
     assert set(stages) == expected and len(stages) == len(expected)
     pos = stages.index
     assert pos("prepare") < pos("validate")
     for m in models:
-        assert pos("validate") < pos(f"train@{m}") < pos(f"evaluate@{m}") < pos(f"publish@{m}")
-        assert pos("train@evaluator") < pos(f"evaluate@{m}")  # every model is scored by the evaluator
+        assert pos("validate") < pos(train[m]) < pos(f"evaluate@{m}") < pos(f"publish@{m}")
+        assert pos("reference@evaluator") < pos(f"evaluate@{m}")  # every model is scored by the evaluator
 
 
 def test_dag_target_keeps_only_what_it_needs():
     assert orch.dag_stages(REPO, "validate") == ["prepare", "validate"]
     upstream = orch.dag_stages(REPO, "publish@backbone")
-    assert upstream[-1] == "publish@backbone" and "partition" not in upstream and "publish@evaluator" not in upstream
+    assert upstream[-1] == "publish@backbone" and "train@gan" not in upstream and "publish@evaluator" not in upstream
     with pytest.raises(KeyError, match="no stage 'train@nope'"):
         orch.dag_stages(REPO, "train@nope")
 

@@ -87,6 +87,24 @@ def test_gate_needs_more_than_min_delta_in_the_right_direction():
     assert registry.gate(12.5, 12.0, False, 0.0) == "challenger"
 
 
+def test_gate_keeps_the_champion_when_the_gain_is_inside_the_newcomers_interval():
+    # 0.91 beats 0.90, but the newcomer's own interval [0.88, 0.94] holds the champion's value.
+    assert registry.gate(0.91, 0.90, True, 0.0, interval=(0.88, 0.94)) == "challenger"
+    assert registry.gate(0.95, 0.90, True, 0.0, interval=(0.92, 0.98)) == "champion"
+    assert registry.gate(10.0, 12.0, False, 0.0, interval=(9.0, 12.5)) == "challenger"  # lower is better
+    assert registry.gate(10.0, 12.0, False, 0.0, interval=(9.0, 11.0)) == "champion"
+
+
+def test_primary_score_reads_plain_numbers_and_scores_with_intervals():
+    metrics = {"a": {"b": 0.5}, "s": {"value": 0.9, "lo": 0.85, "hi": 0.95, "n": 100}, "flag": True}
+    assert registry.primary_score(metrics, "a.b") == (0.5, None)
+    assert registry.primary_score(metrics, "s") == (0.9, (0.85, 0.95))
+    with pytest.raises(registry.RegistryError, match="'a.c' is not in the metrics"):
+        registry.primary_score(metrics, "a.c")
+    with pytest.raises(registry.RegistryError, match="not a number"):
+        registry.primary_score(metrics, "flag")
+
+
 def test_first_publish_is_champion_with_full_receipt(paths):
     receipt = publish("first", bundle(0.80), params(), paths)
 

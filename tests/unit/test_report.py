@@ -25,6 +25,8 @@ METRICS_MD = """| Path                   | Metric        | main    | workspace  
 |------------------------|---------------|---------|-------------|----------|
 | metrics/evaluator.json | test_accuracy | 0.81    | 0.87        | 0.06     |
 """
+METRICS_JSON = ('{"metrics/evaluator.json": {"test_accuracy.value": {"old": 0.81, "new": 0.87, "diff": 0.06}, '
+                '"test_accuracy.lo": {"old": 0.76, "new": 0.83}, "test_accuracy.hi": {"old": 0.85, "new": 0.9}}}')
 EMPTY_PARAMS_MD = "| Path   | Param   | main   | workspace   |\n|--------|---------|--------|-------------|\n"
 
 
@@ -203,7 +205,7 @@ def test_write_report_links_changed_pictures_and_receipts(tiny_repo, monkeypatch
 
     def fake_dvc(root, *args):
         calls.append(args)
-        stdout = {"params": PARAMS_MD, "metrics": METRICS_MD}.get(args[0], "")
+        stdout = {"params": PARAMS_MD, "metrics": METRICS_JSON}.get(args[0], "")
         if args[0] == "plots":
             out = Path(args[args.index("--out") + 1])
             out.mkdir(parents=True, exist_ok=True)
@@ -215,7 +217,8 @@ def test_write_report_links_changed_pictures_and_receipts(tiny_repo, monkeypatch
                               image_url="https://example.test/raw/abc/")
     text = out.read_text()
     assert out == tiny_repo / "reports/pr.md"
-    assert [c[:3] for c in calls] == [("params", "diff", "--md"), ("metrics", "diff", "--md"), ("plots", "diff", base[:12])]
+    assert [c[:3] for c in calls] == [("params", "diff", "--md"), ("metrics", "diff", "--json"), ("plots", "diff", base[:12])]
+    assert "| metrics/evaluator.json | test_accuracy | 0.81 | 0.87 | 0.06 | [0.76, 0.85] -> [0.83, 0.9] |" in text
     assert "![plots/evaluator/confusion.png](https://example.test/raw/abc/plots/evaluator/confusion.png)" in text
     assert "misclassified.png" not in text                                   # unchanged
     assert "**plots/evaluator/extra.png**" in text                           # not in git: no URL to give
@@ -226,3 +229,23 @@ def test_write_report_links_changed_pictures_and_receipts(tiny_repo, monkeypatch
     # Without a URL prefix the links are relative to the report, for a local viewer.
     report.write_report(tiny_repo, base, Path("reports/pr.md"), None)
     assert "![plots/evaluator/confusion.png](../plots/evaluator/confusion.png)" in out.read_text()
+
+
+def test_metrics_table_marks_score_changes_against_their_intervals():
+    diff = {"metrics/m.json": {
+        "fd.ppap.value": {"old": 10.0, "new": 11.0}, "fd.ppap.lo": {"old": 8.0, "new": 9.0},
+        "fd.ppap.hi": {"old": 12.0, "new": 13.0}, "fd.ppap.n": {"old": 1000, "new": 1000},
+        "kid.cfg.value": {"old": 0.01, "new": 0.05}, "kid.cfg.lo": {"old": 0.008, "new": 0.045},
+        "kid.cfg.hi": {"old": 0.012, "new": 0.055},
+        "same.value": {"old": 1.0, "new": 1.0}, "same.lo": {"old": 0.5, "new": 0.5}, "same.hi": {"old": 1.5, "new": 1.5},
+        "epochs": {"old": 3, "new": 4, "diff": 1},
+    }}
+    table = report.metrics_table(diff, "main")
+    rows = {line.split("|")[2].strip(): line for line in table.splitlines()[2:]}
+    assert set(rows) == {"fd.ppap", "kid.cfg", "epochs"}  # unchanged scores and a score's parts are folded
+    assert "inside the 95% interval" in rows["fd.ppap"] and "[8, 12] -> [9, 13]" in rows["fd.ppap"]
+    assert "**outside the 95% interval**" in rows["kid.cfg"]
+    assert "no interval" in rows["epochs"]
+    assert report.metrics_table({"metrics/m.json": {"epochs": {"old": 3, "new": 3}}}, "main") == ""
+    text = render_report(ReportInputs("main", "abc", PARAMS_MD, table))
+    assert "noise, not a result" in text

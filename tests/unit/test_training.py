@@ -62,8 +62,14 @@ def test_tiny_classifier_fit_saves_loadable_weights(tmp_path, digits_prepared):
     acc = float((net(torch.as_tensor(x)).argmax(1).numpy() == y).mean())
     assert acc > 0.5
     assert (paths.dvclive("evaluator") / "plots" / "metrics" / "val" / "acc.tsv").exists()
+    assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "model.safetensors"]  # what git holds
+    params = params.model_copy(update={"evaluation": params.evaluation.model_copy(update={"samples": 50, "bootstrap": 20})})
     metrics = EVALUATOR.evaluate(params, paths, None)
-    assert 0.5 < metrics["test_accuracy"] <= 1.0
-    assert np.isfinite(metrics["fd_val_test"])
+    acc = metrics["test_accuracy"]
+    assert 0.5 < acc["value"] <= 1.0 and acc["lo"] < acc["value"] < acc["hi"] and acc["n"] == len(digits_prepared.split("test")[1])
+    # The real floor at the pipeline's N: train images (outside the reference val + test), read by the evaluator.
+    floor = metrics["real_floor"]
+    assert floor["fd"]["n"] == 50 and floor["fd"]["lo"] <= floor["fd"]["value"] <= floor["fd"]["hi"]
+    assert len(metrics["weights"]["sha256"]) == 16
     assert json.loads(paths.metrics("evaluator").read_text())["test_accuracy"] == metrics["test_accuracy"]
     assert (paths.plots("evaluator") / "confusion.csv").exists()

@@ -10,6 +10,7 @@ from embedlab.params import Params, TrainerParams, VQParams, VQPriorParams, VQTo
 from embedlab.paths import Paths
 
 TINY = VQParams(
+    seeds=[0, 1], workers=1,
     tokenizer=VQTokenizerParams(hidden=16, latent_dim=8, num_quantizers=2, codebook_size=8, max_epochs=1, batch_size=128),
     prior=VQPriorParams(width=16, layers=1, heads=2, mixtures=2, max_epochs=1, augment_copies=1, steps=2, batch_size=256),
     eval_depths=[1, 2], samples_per_class=3, timing_depths=[1, 2], timing_samples=10,
@@ -32,13 +33,17 @@ def test_train_writes_all_three_parts(trained):
     from embedlab.methods.vq.method import load_parts
 
     _, paths = trained
-    tokenizer, resgen, ar, config = load_parts(paths.model_dir("vq"))
-    assert config["tokenizer"]["num_quantizers"] == 2 and set(config["epochs_run"]) == {"tokenizer", "resgen", "ar"}
+    tokenizer, resgen, ar, config = load_parts(paths.model_dir("vq") / "seed0")
+    assert config["tokenizer"]["num_quantizers"] == 2 and set(config["training"]) == {"tokenizer", "resgen", "ar"}
+    # Matched compute is recorded: tokens each prior processed in training (AR: L x D + 1 per image).
+    assert config["training"]["ar"]["tokens_processed"] > config["training"]["resgen"]["tokens_processed"] > 0
+    other = load_parts(paths.model_dir("vq") / "seed1")[0]
+    assert not torch.equal(other.codebooks, tokenizer.codebooks)  # each training seed trains its own tokenizer
     # The prior's frozen codebooks are the tokenizer's own.
     assert torch.allclose(resgen.codebooks, tokenizer.codebooks)
     x = torch.rand(3, 1, 16, 16) * 2 - 1
     assert tokenizer.tokenize(x).shape == (3, 16, 2)
-    assert (paths.dvclive("vq") / "resgen").is_dir()
+    assert (paths.dvclive("vq") / "seed0" / "resgen").is_dir()
 
 
 def test_evaluate_and_publish(trained, monkeypatch, tmp_path):
@@ -49,13 +54,19 @@ def test_evaluate_and_publish(trained, monkeypatch, tmp_path):
     params, paths = trained
     torch.manual_seed(0)
     evaluator = EvaluatorNet(num_classes=10, image_size=16, width=4, feature_dim=8).eval()
+    params = params.model_copy(update={"evaluation": params.evaluation.model_copy(update={"bootstrap": 20})})
     metrics = method.evaluate(params, paths, evaluator)
-    assert set(metrics["psnr"]) == {"d1", "d2"} and np.isfinite(metrics["psnr"]["d2"])
-    assert 0 < metrics["codebook_usage"] <= 1
+    assert set(metrics["psnr"]) == {"d1", "d2"} and np.isfinite(metrics["psnr"]["d2"]["value"])
+    assert metrics["psnr"]["d2"]["seeds"] == 2 and 0 < metrics["codebook_usage"]["value"] <= 1
     assert metrics["bits_per_image"] == 16 * 2 * 3
+    for kind in ("resgen", "ar", "real"):  # every prior beside the real floor at the same N
+        assert np.isfinite(metrics["fd"][kind]["value"]) and 0 <= metrics["class_accuracy"][kind]["value"] <= 1
+        assert metrics["kid"][kind]["n"] == 30
     for kind in ("resgen", "ar"):
-        assert np.isfinite(metrics["fd"][kind]) and 0 <= metrics["class_accuracy"][kind] <= 1
         assert set(metrics["sampling_seconds"][kind]) == {"d1", "d2", "ratio_d2_d1"}
+    for claim in metrics["claims"].values():
+        assert claim["verdict"] in ("reproduced", "refuted", "inconclusive") and len(claim["per_seed"]) == 2
+    assert metrics["published"]["seed"] in (0, 1)
     assert json.loads(paths.metrics("vq").read_text()) == metrics
     for picture in ("reconstructions.png", "samples_resgen.png", "samples_ar.png", "psnr_vs_depth.png",
                     "sampling_time_vs_depth.png"):
@@ -63,10 +74,11 @@ def test_evaluate_and_publish(trained, monkeypatch, tmp_path):
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     receipt = publish("vq", method.export(params, paths), params, paths)
-    assert receipt["alias"] == "champion" and receipt["metric"] == "psnr.d2"
-    assert receipt["value"] == metrics["psnr"]["d2"]
+    assert receipt["alias"] == "champion" and receipt["metric"] == "published.psnr"
+    assert receipt["value"] == metrics["published"]["psnr"]["value"]
+    assert receipt["interval"] == [metrics["published"]["psnr"]["lo"], metrics["published"]["psnr"]["hi"]]
     champion = load_model("vq", "champion", paths=paths)
-    tokenizer, _, _, _ = method.load_parts(paths.model_dir("vq"))
+    tokenizer, _, _, _ = method.load_parts(paths.model_dir("vq") / f"seed{metrics['published']['seed']}")
     x = torch.as_tensor(np.load(paths.prepared / "images.npy")[:4])
     assert torch.allclose(torch.as_tensor(np.asarray(champion(x))), tokenizer.decode_indices(tokenizer.tokenize(x)), atol=1e-5)
 

@@ -1,13 +1,18 @@
-"""train@diffusion: the DDPMs, PPAP's experts, the supervised baseline, and each arm's scale.
+"""train@diffusion: per training seed, the DDPMs, PPAP's experts, the supervised baseline, and
+each arm's guidance scale.
 
-Parts, trained in three phases on `workers` spawned processes (one thread each):
-  1. the unconditional DDPM and the conditional one (label dropout, for cfg)
-  2. PPAP's experts (data-free: unlabelled samples of the unconditional DDPM) and the
-     supervised baseline (the backbone fine-tuned on labelled noisy images over all t)
+Every training seed in `diffusion.seeds` retrains everything the PPAP claim compares, in
+three phases on `workers` spawned processes (one thread each):
+  1. the unconditional DDPM (and, for `cfg_seeds`, the conditional one with label dropout,
+     for the cfg reference arm)
+  2. PPAP's experts (data-free: unlabelled samples of that seed's DDPM, distilled from the
+     backbone) and the supervised multi-experts (one fully fine-tuned backbone copy per
+     timestep range, on labelled noisy train images, with the experts' step budget)
   3. the guidance-scale sweep: per arm, samples at each scale, judged by the *backbone*
      (accuracy on the requested class; backbone-feature FD to the val split as a guard).
      The evaluator never sees them here.
 
+models/diffusion/seed<s>/ holds each seed's parts; train.json the timings and chosen scales.
 Arms: unguided, naive (the clean backbone on x_t), supervised, ppap, cfg.
 """
 
@@ -25,6 +30,7 @@ from embedlab.params import Params
 from embedlab.paths import Paths
 
 NAME = "diffusion"
+needs_evaluator = True
 GUIDED = ("naive", "supervised", "ppap", "cfg")
 SELECTION_SEED = 100  # the sweep's sampling seed: never one of the reported seeds
 
@@ -39,6 +45,10 @@ def build_unet(p, num_classes: int = 0):
     from embedlab.methods.diffusion.unet import UNet
 
     return UNet(tuple(p.channels), attention=p.attention, num_classes=num_classes)
+
+
+def seed_dir(paths: Paths, seed: int) -> Path:
+    return paths.model_dir(NAME) / f"seed{seed}"
 
 
 def _data(paths: Paths, split: str):
@@ -64,20 +74,24 @@ def _backbone(paths: Paths, device="cpu"):
 
 # ---- phase 1 and 2: the parts ---------------------------------------------------------------
 
-def train_ddpm(params: Params, paths: Paths, conditional: bool) -> dict:
+def train_ddpm(params: Params, paths: Paths, seed: int, conditional: bool) -> dict:
     from embedlab.methods.diffusion.models import _Steps, ddpm_module
 
     p = params.diffusion
     x, y, classes = _data(paths, "train")
-    torch.manual_seed(p.seed + int(conditional))
+    stream = 1000 * seed + int(conditional)
+    torch.manual_seed(stream)
     unet = build_unet(p, classes if conditional else 0)
-    module = ddpm_module(unet, schedule_of(p), p.lr, p.ema_decay, p.label_dropout, p.steps)
+    module = ddpm_module(unet, schedule_of(p), p.lr, p.ema_decay, p.label_dropout, p.steps, p.lr_decay,
+                         p.min_snr_gamma)
     start = time.perf_counter()
-    _fit(module, params, f"ddpm_{'cond' if conditional else 'uncond'}", p.steps, p.seed,
-         _Steps(x, y, batch_size=p.batch_size, steps=p.steps, seed=p.seed + int(conditional)))
     name = "ddpm_cond" if conditional else "ddpm_uncond"
-    torch.save({k: v.cpu() for k, v in module.ema.state_dict().items()}, paths.model_dir(NAME) / f"{name}.pt")
-    return {name: round(time.perf_counter() - start, 1)}
+    _fit(module, params, f"{name}_seed{seed}", p.steps, stream,
+         _Steps(x, y, batch_size=p.batch_size, steps=p.steps, seed=stream))
+    out = seed_dir(paths, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.cpu() for k, v in module.ema.state_dict().items()}, out / f"{name}.pt")
+    return {f"seed{seed}/{name}": round(time.perf_counter() - start, 1)}
 
 
 def kd_images(unet, params: Params, n: int, seed: int, image_size: int) -> tuple[torch.Tensor]:
@@ -87,68 +101,82 @@ def kd_images(unet, params: Params, n: int, seed: int, image_size: int) -> tuple
 
     p = params.diffusion
     gen = torch.Generator().manual_seed(seed)
-    out = [ddim_sample(unet.eval(), schedule_of(p), (min(500, n - i), 1, image_size, image_size), p.ddim_steps, generator=gen)
-           for i in range(0, n, 500)]
+    out = [ddim_sample(unet.eval(), schedule_of(p), (min(500, n - i), 1, image_size, image_size), p.ddim_steps,
+                       generator=gen, clip=p.ddim_clip) for i in range(0, n, 500)]
     return (torch.cat(out),)
 
 
-def train_experts(params: Params, paths: Paths, which: list[int] | None = None) -> dict:
-    """Experts `which` (default all), each saved as expert_<i>.pt; `collect_experts` joins them.
-    Every worker draws the same distillation set (same seed)."""
+def train_experts(params: Params, paths: Paths, seed: int, which: list[int]) -> dict:
+    """PPAP experts `which` of one training seed, each saved as expert_<i>.pt (`collect` joins
+    them). Every worker of a seed draws the same distillation set (same seed)."""
     from embedlab.methods.diffusion.experts import expert_range
     from embedlab.methods.diffusion.lora import add_lora
     from embedlab.methods.diffusion.models import _Steps, expert_module
 
     p = params.diffusion
-    model_dir = paths.model_dir(NAME)
+    out = seed_dir(paths, seed)
     unet = build_unet(p)
-    unet.load_state_dict(torch.load(model_dir / "ddpm_uncond.pt", weights_only=True))
+    unet.load_state_dict(torch.load(out / "ddpm_uncond.pt", weights_only=True))
     start = time.perf_counter()
-    kd = kd_images(unet, params, p.ppap.kd_samples, p.seed, int(_data(paths, "val")[0].shape[-1]))
+    kd = kd_images(unet, params, p.ppap.kd_samples, 1000 * seed + 7, int(_data(paths, "val")[0].shape[-1]))
     assert len(kd) == 1, "the distillation set must hold images only"
-    seconds = {"kd_sampling": round(time.perf_counter() - start, 1)}
+    seconds = {f"seed{seed}/kd_sampling": round(time.perf_counter() - start, 1)}
     backbone = _backbone(paths)
-    for i in (range(p.ppap.experts) if which is None else which):
+    for i in which:
         t0 = time.perf_counter()
-        torch.manual_seed(p.seed * 100 + i)
+        stream = 1000 * seed + 100 + i
+        torch.manual_seed(stream)
         expert = add_lora(backbone, p.ppap.rank, p.ppap.alpha)
         module = expert_module(expert, backbone, schedule_of(p), expert_range(i, p.timesteps, p.ppap.experts),
                                p.ppap.lr, p.ppap.tau)
-        _fit(module, params, f"expert_{i}", p.ppap.steps, p.seed + i,
-             _Steps(*kd, batch_size=p.ppap.batch_size, steps=p.ppap.steps, seed=p.seed * 7 + i))
-        torch.save({k: v.cpu() for k, v in expert.state_dict().items()}, model_dir / f"expert_{i}.pt")
-        seconds[f"expert_{i}"] = round(time.perf_counter() - t0, 1)
+        _fit(module, params, f"expert_{i}_seed{seed}", p.ppap.steps, stream,
+             _Steps(*kd, batch_size=p.ppap.batch_size, steps=p.ppap.steps, seed=stream))
+        torch.save({k: v.cpu() for k, v in expert.state_dict().items()}, out / f"expert_{i}.pt")
+        seconds[f"seed{seed}/expert_{i}"] = round(time.perf_counter() - t0, 1)
     return seconds
 
 
-def collect_experts(model_dir: Path, experts: int) -> None:
-    """expert_<i>.pt files -> experts.pt (a list, in timestep order)."""
-    states = [torch.load(model_dir / f"expert_{i}.pt", weights_only=True) for i in range(experts)]
-    torch.save(states, model_dir / "experts.pt")
-    for i in range(experts):
-        (model_dir / f"expert_{i}.pt").unlink()
-
-
-def train_supervised(params: Params, paths: Paths) -> dict:
-    from embedlab.methods.diffusion.models import _Steps, supervised_module
-
+def train_supervised(params: Params, paths: Paths, seed: int, which: list[int]) -> dict:
+    """The supervised multi-experts PPAP compares with: for each timestep range a copy of the
+    backbone, every weight fine-tuned on labelled noisy train images x_t of that range, with the
+    same step budget, batch size and optimiser as a PPAP expert (lr `supervised_lr`)."""
     import copy
+
+    from embedlab.methods.diffusion.experts import expert_range
+    from embedlab.methods.diffusion.models import _Steps, supervised_module
 
     p = params.diffusion
     x, y, _ = _data(paths, "train")
-    net = copy.deepcopy(_backbone(paths)).train().requires_grad_(True)  # every weight trains
-    start = time.perf_counter()
-    _fit(supervised_module(net, schedule_of(p), p.supervised_lr), params, "supervised", p.supervised_steps, p.seed,
-         _Steps(x, y, batch_size=p.batch_size, steps=p.supervised_steps, seed=p.seed + 11))
-    torch.save({k: v.cpu() for k, v in net.state_dict().items()}, paths.model_dir(NAME) / "supervised.pt")
-    return {"supervised": round(time.perf_counter() - start, 1)}
+    out = seed_dir(paths, seed)
+    backbone = _backbone(paths)
+    seconds = {}
+    for i in which:
+        t0 = time.perf_counter()
+        stream = 1000 * seed + 200 + i
+        torch.manual_seed(stream)
+        net = copy.deepcopy(backbone).train().requires_grad_(True)  # every weight trains
+        module = supervised_module(net, schedule_of(p), p.supervised_lr, expert_range(i, p.timesteps, p.ppap.experts))
+        _fit(module, params, f"supervised_{i}_seed{seed}", p.ppap.steps, stream,
+             _Steps(x, y, batch_size=p.ppap.batch_size, steps=p.ppap.steps, seed=stream))
+        torch.save({k: v.cpu() for k, v in net.state_dict().items()}, out / f"supervised_{i}.pt")
+        seconds[f"seed{seed}/supervised_{i}"] = round(time.perf_counter() - t0, 1)
+    return seconds
+
+
+def collect(model_dir: Path, kind: str, experts: int) -> None:
+    """<kind>_<i>.pt files -> <kind>.pt (a list in timestep order): experts, supervised."""
+    states = [torch.load(model_dir / f"{kind}_{i}.pt", weights_only=True) for i in range(experts)]
+    torch.save(states, model_dir / f"{kind}s.pt" if kind == "expert" else model_dir / f"{kind}.pt")
+    for i in range(experts):
+        (model_dir / f"{kind}_{i}.pt").unlink()
 
 
 # ---- the arms ------------------------------------------------------------------------------
 
 class Parts:
-    """Every trained part, loaded for sampling: from a stage's model_dir, or from a
-    downloaded registry bundle (`scoring.load_bundle`)."""
+    """Every trained part of one training seed, loaded for sampling: from a stage's seed folder,
+    or from a downloaded registry bundle (`scoring.load_bundle`). The cfg arm exists where the
+    conditional DDPM was trained (`cfg_seeds`)."""
 
     def __init__(self, p, model_dir: Path, backbone: torch.nn.Module, image_size: int, device="cpu"):
         import copy
@@ -161,12 +189,19 @@ class Parts:
         self.backbone = backbone.to(self.device).eval()
         self.num_classes = int(self.backbone.head.out_features)
         self.image_size = image_size
+        model_dir = Path(model_dir)
         self.uncond = build_unet(p)
         self.uncond.load_state_dict(torch.load(model_dir / "ddpm_uncond.pt", weights_only=True))
-        self.cond = build_unet(p, self.num_classes)
-        self.cond.load_state_dict(torch.load(model_dir / "ddpm_cond.pt", weights_only=True))
-        self.supervised = copy.deepcopy(self.backbone)
-        self.supervised.load_state_dict(torch.load(model_dir / "supervised.pt", weights_only=True))
+        self.cond = None
+        if (model_dir / "ddpm_cond.pt").exists():
+            self.cond = build_unet(p, self.num_classes)
+            self.cond.load_state_dict(torch.load(model_dir / "ddpm_cond.pt", weights_only=True))
+        supervised = []
+        for state in torch.load(model_dir / "supervised.pt", weights_only=True):
+            net = copy.deepcopy(self.backbone)
+            net.load_state_dict(state)
+            supervised.append(net)
+        self.supervised = MultiExpert(supervised, p.timesteps)
         experts = []
         for state in torch.load(model_dir / "experts.pt", weights_only=True):
             e = add_lora(self.backbone, p.ppap.rank, p.ppap.alpha)
@@ -174,24 +209,31 @@ class Parts:
             experts.append(e)
         self.ppap = MultiExpert(experts, p.timesteps)
         for m in (self.uncond, self.cond, self.supervised, self.ppap):
-            m.to(self.device).eval()
+            if m is not None:
+                m.to(self.device).eval()
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        return ("unguided",) + tuple(a for a in GUIDED if a != "cfg" or self.cond is not None)
 
     @classmethod
-    def from_stage(cls, params: Params, paths: Paths, device="cpu") -> "Parts":
+    def from_stage(cls, params: Params, paths: Paths, seed: int, device="cpu") -> "Parts":
         meta = json.loads((paths.prepared / "meta.json").read_text())
-        return cls(params.diffusion, paths.model_dir(NAME), _backbone(paths, device), int(meta["image_size"]), device)
+        return cls(params.diffusion, seed_dir(paths, seed), _backbone(paths, device), int(meta["image_size"]), device)
 
     def classifier(self, arm: str):
-        return {"naive": lambda x, t: self.backbone(x), "supervised": lambda x, t: self.supervised(x),
-                "ppap": self.ppap}[arm]
+        return {"naive": lambda x, t: self.backbone(x), "supervised": self.supervised, "ppap": self.ppap}[arm]
 
     @torch.no_grad()
     def sample(self, arm: str, labels: torch.Tensor, scale: float, seed: int, batch: int = 500) -> torch.Tensor:
         """Images (N, 1, S, S) in [-1, 1] for the requested `labels`, by DDIM at ddim_steps."""
         from embedlab.methods.diffusion.schedule import classifier_grad, ddim_sample
 
+        if arm == "cfg" and self.cond is None:
+            raise ValueError("the cfg arm needs the conditional DDPM, trained only for diffusion.cfg_seeds")
         gen = torch.Generator().manual_seed(seed)
         out = []
+        steps, clip = self.p.ddim_steps, self.p.ddim_clip
         for start in range(0, len(labels), batch):
             y = labels[start:start + batch].to(self.device)
             shape = (len(y), 1, self.image_size, self.image_size)
@@ -204,13 +246,14 @@ class Parts:
                     c, u = both.chunk(2)
                     return (1 + scale) * c - scale * u
 
-                out.append(ddim_sample(model, self.schedule, shape, self.p.ddim_steps, x_T=x_T, device=self.device).cpu())
+                out.append(ddim_sample(model, self.schedule, shape, steps, x_T=x_T, device=self.device, clip=clip).cpu())
             elif arm == "unguided":
-                out.append(ddim_sample(self.uncond, self.schedule, shape, self.p.ddim_steps, x_T=x_T, device=self.device).cpu())
+                out.append(ddim_sample(self.uncond, self.schedule, shape, steps, x_T=x_T, device=self.device,
+                                       clip=clip).cpu())
             else:
                 grad = classifier_grad(self.classifier(arm), y)
-                out.append(ddim_sample(self.uncond, self.schedule, shape, self.p.ddim_steps, x_T=x_T, grad_fn=grad,
-                                       scale=scale, device=self.device).cpu())
+                out.append(ddim_sample(self.uncond, self.schedule, shape, steps, x_T=x_T, grad_fn=grad,
+                                       scale=scale, device=self.device, clip=clip).cpu())
         return torch.cat(out)
 
 
@@ -218,19 +261,20 @@ def requested_labels(num_classes: int, per_class: int) -> torch.Tensor:
     return torch.arange(num_classes).repeat_interleave(per_class)
 
 
-def sweep(params: Params, paths: Paths, arms: list[str]) -> dict:
-    """Phase 3: each arm's scale, chosen by the backbone on samples at SELECTION_SEED: the
-    highest backbone accuracy on the requested class among scales whose backbone-feature FD
-    to the val split stays within `fd_guard` x the unguided samples' FD."""
+def sweep(params: Params, paths: Paths, seed: int, arms: list[str], keep_images: bool) -> dict:
+    """Phase 3 for one training seed: each arm's scale, chosen by the backbone on samples at
+    SELECTION_SEED: the highest backbone accuracy on the requested class among scales whose
+    backbone-feature FD to the val split stays within `fd_guard` x the unguided samples' FD."""
     from embedlab.evaluation import class_accuracy, predict
-    from embedlab.evaluation.fid import frechet_distance
+    from embedlab.evaluation.distances import features, frechet_distance
 
     p = params.diffusion
-    parts = Parts.from_stage(params, paths)
+    parts = Parts.from_stage(params, paths, seed)
     val, _, _ = _data(paths, "val")
+    val_features = features(parts.backbone, val)
     labels = requested_labels(parts.num_classes, p.sweep_per_class)
-    unguided = parts.sample("unguided", labels, 0.0, SELECTION_SEED)
-    fd_unguided = frechet_distance(val, unguided, parts.backbone)
+    fd_unguided = frechet_distance(val_features, features(parts.backbone, parts.sample("unguided", labels, 0.0,
+                                                                                     SELECTION_SEED)))
     out = {}
     for arm in arms:
         rows = []
@@ -238,10 +282,14 @@ def sweep(params: Params, paths: Paths, arms: list[str]) -> dict:
             t0 = time.perf_counter()
             images = parts.sample(arm, labels, scale, SELECTION_SEED)
             acc = class_accuracy(predict(parts.backbone, images)[0], labels)
-            fd = frechet_distance(val, images, parts.backbone)
+            fd = frechet_distance(val_features, features(parts.backbone, images))
             rows.append({"scale": scale, "backbone_accuracy": round(acc, 4), "backbone_fd_val": round(fd, 2),
                          "seconds": round(time.perf_counter() - t0, 1)})
-            np.save(paths.model_dir(NAME) / f"sweep_{arm}_{scale:g}.npy", ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy())
+            if keep_images:  # the first seed's sweep samples, for the evaluator's accuracy-vs-scale plot
+                folder = paths.model_dir(NAME) / "sweep"
+                folder.mkdir(parents=True, exist_ok=True)
+                np.save(folder / f"{arm}_{scale:g}.npy",
+                        ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy())
         allowed = [r for r in rows if r["backbone_fd_val"] <= p.fd_guard * fd_unguided] or rows
         best = max(allowed, key=lambda r: (r["backbone_accuracy"], -r["scale"]))
         out[arm] = {"chosen": best["scale"], "sweep": rows}
@@ -251,26 +299,51 @@ def sweep(params: Params, paths: Paths, arms: list[str]) -> dict:
 
 # ---- the stage -----------------------------------------------------------------------------
 
-def _worker_init() -> None:
-    torch.set_num_threads(1)
-
-
-def _run_part(name: str, raw: dict, root: str, arg=None):
+def _run_part(name: str, raw: dict, root: str, seed: int, arg=None):
+    """One job of `plan` in a worker: params and paths travel as plain values."""
     from embedlab.params import parse_params
 
     params, paths = parse_params(raw), Paths(Path(root))
     if name == "ddpm":
-        return train_ddpm(params, paths, conditional=arg)
+        return train_ddpm(params, paths, seed, conditional=arg)
     if name == "experts":
-        return train_experts(params, paths, arg)
+        return train_experts(params, paths, seed, arg)
     if name == "supervised":
-        return train_supervised(params, paths)
+        return train_supervised(params, paths, seed, arg)
     if name == "sweep":
-        return sweep(params, paths, arg)
+        return sweep(params, paths, seed, arg, keep_images=seed == params.diffusion.seeds[0])
     raise ValueError(name)
 
 
+def plan(p) -> tuple[dict, dict]:
+    """Every job of train@diffusion, {key: (part, seed, argument)}, and what each waits for: a
+    seed's experts and supervised experts start as soon as its DDPM exists, its sweep as soon as
+    those do (each seed's experts and supervised experts go in halves, so two workers stay busy)."""
+    n = p.ppap.experts
+    halves = [h for h in (list(range(n - n // 2)), list(range(n - n // 2, n))) if h]
+    jobs, after = {}, {}
+    for s in p.seeds:
+        jobs[f"ddpm/{s}"] = ("ddpm", s, False)
+        if s in p.cfg_seeds:
+            jobs[f"ddpm_cond/{s}"] = ("ddpm", s, True)
+        parts = []
+        for kind in ("experts", "supervised"):
+            for i, half in enumerate(halves):
+                key = f"{kind}/{s}/{i}"
+                jobs[key], after[key] = (kind, s, half), [f"ddpm/{s}"]
+                parts.append(key)
+        arm_groups = (["naive", "ppap"], ["supervised"] + (["cfg"] if s in p.cfg_seeds else []))
+        for i, arms in enumerate(arm_groups):
+            key = f"sweep/{s}/{i}"
+            jobs[key] = ("sweep", s, arms)
+            after[key] = parts + ([f"ddpm_cond/{s}"] if s in p.cfg_seeds else [])
+    return jobs, after
+
+
 def train(params: Params, paths: Paths) -> None:
+    from tqdm.auto import tqdm
+
+    from embedlab.jobs import run_graph
     from embedlab.training import resolve_device
 
     p = params.diffusion
@@ -278,57 +351,53 @@ def train(params: Params, paths: Paths) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     raw, root = params.model_dump(by_alias=True), str(paths.root)
-    # Phase 2 balances the two workers: the supervised run (shorter) then the later experts on
-    # one, the earlier experts on the other.
-    n = p.ppap.experts
-    first = list(range(n - n // 2))
-    rest = [i for i in range(n) if i not in first]
-    phase_2 = [("experts", first), ("supervised", None)] + ([("experts", rest)] if rest else [])
-    phases = [[("ddpm", False), ("ddpm", True)], phase_2,
-              [("sweep", ["naive", "ppap"]), ("sweep", ["supervised", "cfg"])]]
-    results: dict = {"seconds": {}, "scales": {}}
-    parallel = resolve_device(params.trainer).type == "cpu" and p.workers > 1
-    if parallel:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+    jobs, after = plan(p)
+    in_process = resolve_device(params.trainer).type != "cpu"
+    bar = tqdm(total=len(jobs), desc="train@diffusion parts", unit="part", disable=not params.trainer.progress_bar)
+    parts_of = {s: [k for k in jobs if k.split("/")[0] in ("experts", "supervised") and k.split("/")[1] == str(s)]
+                for s in p.seeds}
+    done: set = set()
 
-        pool = ProcessPoolExecutor(min(2, p.workers), mp_context=mp.get_context("spawn"), initializer=_worker_init)
+    def join_experts(key: str, _result) -> None:
+        # A seed's sweep waits for all its expert files; join them into one file per kind first.
+        done.add(key)
+        seed = int(key.split("/")[1])
+        if key in parts_of[seed] and set(parts_of[seed]) <= done:
+            collect(seed_dir(paths, seed), "expert", p.ppap.experts)
+            collect(seed_dir(paths, seed), "supervised", p.ppap.experts)
+
     try:
-        for i, phase in enumerate(phases):
-            t0 = time.perf_counter()
-            if parallel:
-                outs = [f.result() for f in [pool.submit(_run_part, n, raw, root, a) for n, a in phase]]
-            else:
-                outs = [_run_part(n, raw, root, a) for n, a in phase]
-            for (name, _), out in zip(phase, outs):
-                if name == "sweep":
-                    results["scales"].update({k: v for k, v in out.items() if not k.startswith("_")})
-                    results["unguided_backbone_fd_val"] = out["_unguided_backbone_fd_val"]
-                else:
-                    results["seconds"].update(out)
-            if i == 1:
-                collect_experts(model_dir, n)
-            results["seconds"][f"phase_{i + 1}"] = round(time.perf_counter() - t0, 1)
+        results = run_graph(_run_part, {k: (n, raw, root, s, a) for k, (n, s, a) in jobs.items()}, after,
+                            min(2, p.workers), in_process, bar, on_done=join_experts)
     finally:
-        if parallel:
-            pool.shutdown(cancel_futures=True)
-    results["seconds"]["train"] = round(time.perf_counter() - start, 1)
-    results["config"] = p.model_dump()
-    write_json_atomic(model_dir / "train.json", results)
-    log_live(paths.dvclive(NAME), results)
+        bar.close()
+    out: dict = {"seconds": {}, "scales": {}, "unguided_backbone_fd_val": {}}
+    for key, result in results.items():
+        part, seed = key.split("/")[:2]
+        if part == "sweep":
+            out["scales"].setdefault(seed, {}).update({k: v for k, v in result.items() if not k.startswith("_")})
+            out["unguided_backbone_fd_val"][seed] = result["_unguided_backbone_fd_val"]
+        else:
+            out["seconds"].update(result)
+    out["seconds"]["train"] = round(time.perf_counter() - start, 1)
+    out["config"] = p.model_dump()
+    write_json_atomic(model_dir / "train.json", out)
+    log_live(paths.dvclive(NAME), out, str(p.seeds[0]))
 
 
-def log_live(live_dir: Path, results: dict) -> None:
-    """dvclive/diffusion/: the scale sweep (backbone accuracy and backbone FD to val per arm,
-    one step per scale index) and the chosen scales."""
+def log_live(live_dir: Path, results: dict, seed: str) -> None:
+    """dvclive/diffusion/: the first seed's scale sweep (backbone accuracy and backbone FD to val
+    per arm, one step per scale index) and every seed's chosen scales."""
     from dvclive import Live
 
     with Live(str(live_dir), save_dvc_exp=False, dvcyaml=False, report=None) as live:
-        live.summary["chosen_scale"] = {arm: v["chosen"] for arm, v in results["scales"].items()}
-        length = max(len(v["sweep"]) for v in results["scales"].values())
+        live.summary["chosen_scale"] = {s: {arm: v["chosen"] for arm, v in per.items()}
+                                        for s, per in results["scales"].items()}
+        scales = results["scales"][seed]
+        length = max(len(v["sweep"]) for v in scales.values())
         for i in range(length):
             live.step = i
-            for arm, v in results["scales"].items():
+            for arm, v in scales.items():
                 if i < len(v["sweep"]):
                     live.log_metric(f"sweep/{arm}/backbone_accuracy", v["sweep"][i]["backbone_accuracy"])
                     live.log_metric(f"sweep/{arm}/backbone_fd_val", v["sweep"][i]["backbone_fd_val"])

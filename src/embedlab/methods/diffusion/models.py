@@ -6,6 +6,7 @@ through the project's Trainer factory."""
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -38,13 +39,32 @@ class _Steps:
             yield tuple(t[idx] for t in self.tensors)
 
 
+def lr_factor(step: int, steps: int, decay: bool) -> float:
+    """Linear warm-up over the first 5% of the steps; then flat, or (decay) a cosine down to 5%."""
+    warm = max(1, steps // 20)
+    factor = min(1.0, (step + 1) / warm)
+    if decay:
+        factor *= 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step, steps) / max(1, steps)))
+    return factor
+
+
+def min_snr_weight(schedule: Schedule, t: Tensor, gamma: float) -> Tensor:
+    """Min-SNR-gamma loss weights for eps-prediction (Hang et al., ICCV 2023): min(SNR_t, gamma) / SNR_t.
+    Low-noise steps, easy and many, count less; gamma <= 0 weights every step 1."""
+    if gamma <= 0:
+        return torch.ones(len(t), device=t.device)
+    a = schedule.alphabar.to(t.device)[t].float()
+    snr = a / (1 - a)
+    return snr.clamp(max=gamma) / snr
+
+
 def ddpm_module(unet: torch.nn.Module, schedule: Schedule, lr: float, ema_decay: float, label_dropout: float,
-                steps: int):
+                steps: int, lr_decay: bool = False, min_snr_gamma: float = 0.0):
     L = _lightning()
 
     class DDPM(L.LightningModule):
-        """eps-prediction MSE at uniform t; conditional nets see the null label with
-        probability `label_dropout` (classifier-free guidance's training)."""
+        """eps-prediction MSE at uniform t, Min-SNR weighted; conditional nets see the null
+        label with probability `label_dropout` (classifier-free guidance's training)."""
 
         def __init__(self):
             super().__init__()
@@ -63,7 +83,8 @@ def ddpm_module(unet: torch.nn.Module, schedule: Schedule, lr: float, ema_decay:
                 pred = self.net(xt, t, y)
             else:
                 pred = self.net(xt, t)
-            loss = F.mse_loss(pred, noise)
+            per_sample = (pred - noise).pow(2).flatten(1).mean(1)
+            loss = (min_snr_weight(schedule, t, min_snr_gamma) * per_sample).mean()
             self.log("train_loss", loss, prog_bar=True)
             return loss
 
@@ -74,8 +95,7 @@ def ddpm_module(unet: torch.nn.Module, schedule: Schedule, lr: float, ema_decay:
 
         def configure_optimizers(self):
             opt = torch.optim.AdamW(self.net.parameters(), lr=lr, weight_decay=0.0)
-            warm = max(1, steps // 20)
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, lr_decay))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     return DDPM()
@@ -116,11 +136,12 @@ def expert_module(expert: torch.nn.Module, teacher: torch.nn.Module, schedule: S
     return Expert()
 
 
-def supervised_module(classifier: torch.nn.Module, schedule: Schedule, lr: float):
+def supervised_module(classifier: torch.nn.Module, schedule: Schedule, lr: float, t_range: tuple[int, int]):
     L = _lightning()
 
     class Supervised(L.LightningModule):
-        """The usual practice: the whole classifier fine-tuned on labelled x_t, t uniform."""
+        """One supervised expert: the whole classifier fine-tuned on labelled x_t, t uniform in
+        its range (the multi-expert baseline PPAP compares with)."""
 
         def __init__(self):
             super().__init__()
@@ -128,7 +149,8 @@ def supervised_module(classifier: torch.nn.Module, schedule: Schedule, lr: float
 
         def training_step(self, batch, _):
             x0, y = batch
-            t = torch.randint(schedule.T, (len(x0),), device=x0.device)
+            lo, hi = t_range
+            t = torch.randint(lo, hi, (len(x0),), device=x0.device)
             xt = schedule.q_sample(x0, t, torch.randn_like(x0))
             loss = F.cross_entropy(self.net(xt), y)
             self.log("train_loss", loss, prog_bar=True)

@@ -1,16 +1,18 @@
-"""evaluate@diffusion: guided accuracy (evaluator) and FD per arm at its chosen scale; export.
+"""evaluate@diffusion: guided accuracy, FD, KID and confident share per arm and training seed,
+beside the real floor at the same N; PPAP's claims as paired verdicts over training seeds; export.
 
-For each arm at the scale train@diffusion chose (by the backbone), and for each sampling
-seed in `diffusion.seeds`: `samples_per_class` images per class, scored by the evaluator
-(accuracy on the requested class, Fréchet distance to the test split on evaluator
-features). The evaluator also scores the sweep's saved samples for the accuracy-vs-scale
-plot; it selects nothing.
+For each training seed in `diffusion.seeds` and each arm at the scale train@diffusion chose for
+that seed (by the backbone): `samples_per_class` images per class, scored by the fixed evaluator
+(`evaluation.samples`): accuracy on the requested class, FD / KID to val + test, confident share.
+The real floor is train images with the same class counts. The evaluator also scores the first
+seed's sweep samples for the accuracy-vs-scale plot; it selects nothing.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -20,77 +22,129 @@ from embedlab.io import write_json_atomic
 from embedlab.params import Params
 from embedlab.paths import Paths
 
+ROOM = 0.2        # the precondition: the off-the-shelf classifier must fail by this much (supervised - naive)
+MARGIN = 0.05     # PPAP "guides nearly as well as supervised": no worse by more than 5 points
 
-def _ms(values) -> tuple[float, float]:
-    return round(float(np.mean(values)), 4), round(float(np.std(values)), 4)
+
+def claims(per_seed: dict, seeds: list[int]) -> dict:
+    """PPAP's claims from per-seed guided accuracies (evaluation.claims)."""
+    from embedlab.evaluation.claims import precondition, verdict
+    from embedlab.evaluation.intervals import value_of
+
+    acc = {arm: [value_of(s["accuracy"]) for s in runs] for arm, runs in per_seed.items() if "accuracy" in runs[0]}
+    room = precondition(f"the off-the-shelf classifier fails to guide: supervised - naive >= {ROOM}",
+                        float(np.mean(acc["supervised"]) - np.mean(acc["naive"])), ROOM)
+    return {
+        "ppap_vs_naive": verdict(acc["ppap"], acc["naive"], claim="PPAP's data-free experts guide better than the "
+                                 "off-the-shelf classifier", metric="guided_accuracy", arms=("ppap", "naive"),
+                                 margin=0.01, seeds=seeds, requires=room),
+        "ppap_vs_supervised": verdict(acc["ppap"], acc["supervised"], claim="PPAP guides nearly as well as the "
+                                      f"supervised multi-experts (no worse by more than {MARGIN})",
+                                      metric="guided_accuracy", arms=("ppap", "supervised"), kind="noninferior",
+                                      margin=MARGIN, seeds=seeds, requires=room),
+    }
+
+
+def published_seed(info: dict) -> int:
+    """The training seed whose PPAP the registry gets: the highest backbone accuracy at its chosen
+    scale in that seed's sweep (val-side, the backbone's reading; never the evaluator's, never test)."""
+    def backbone_accuracy(seed: str) -> float:
+        entry = info["scales"][seed]["ppap"]
+        return next(r["backbone_accuracy"] for r in entry["sweep"] if r["scale"] == entry["chosen"])
+
+    return int(max(info["scales"], key=lambda s: (backbone_accuracy(s), -int(s))))
 
 
 def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
-    from embedlab.evaluation import class_accuracy, predict
-    from embedlab.evaluation.fid import frechet_distance
-    from embedlab.methods.diffusion.lora import trainable_parameters
-    from embedlab.methods.diffusion.method import GUIDED, NAME, Parts, _data, requested_labels
+    from tqdm.auto import tqdm
 
-    p = params.diffusion
+    from embedlab.data.prepare import read_prepared
+    from embedlab.evaluation.intervals import METHODS, over_seeds
+    from embedlab.evaluation.samples import SampleScorer, evaluator_id
+    from embedlab.methods.diffusion.lora import trainable_parameters
+    from embedlab.methods.diffusion.method import GUIDED, NAME, Parts, requested_labels
+
+    p, e = params.diffusion, params.evaluation
     model_dir = paths.model_dir(NAME)
     info = json.loads((model_dir / "train.json").read_text())
-    parts = Parts.from_stage(params, paths)
-    test, _, _ = _data(paths, "test")
-    labels = requested_labels(parts.num_classes, p.samples_per_class)
-    per_seed: dict = {"guided_accuracy": {}, "fd": {}}
-    first_images = {}
-    seconds = {}
-    for arm in ("unguided",) + GUIDED:
-        scale = 0.0 if arm == "unguided" else float(info["scales"][arm]["chosen"])
-        accs, fds = [], []
-        for seed in p.seeds:
+    data = read_prepared(paths.prepared)
+    scorer = SampleScorer(evaluator, data, e.confidence, e.bootstrap, e.seed)
+    labels = requested_labels(data.num_classes, p.samples_per_class)
+    floor = scorer.floor(len(labels), labels, seed=e.seed)
+    per_seed: dict = defaultdict(list)  # arm -> [scores per training seed]
+    first_images, seconds = {}, defaultdict(list)
+    bar = tqdm(total=len(p.seeds) * (len(GUIDED) + 1), desc="evaluate@diffusion", unit="arm",
+               disable=not params.trainer.progress_bar)
+    for seed in p.seeds:
+        parts = Parts.from_stage(params, paths, seed)
+        for arm in parts.arms:
+            scale = 0.0 if arm == "unguided" else float(info["scales"][str(seed)][arm]["chosen"])
             t0 = time.perf_counter()
             images = parts.sample(arm, labels, scale, seed)
-            seconds.setdefault(arm, []).append((time.perf_counter() - t0) / len(labels) * 1000)
-            fds.append(frechet_distance(test, images, evaluator))
-            if arm != "unguided":
-                accs.append(class_accuracy(predict(evaluator, images)[0], labels))
+            seconds[arm].append((time.perf_counter() - t0) / len(labels) * 1000)
+            scores = scorer.score(images, None if arm == "unguided" else labels, seed=seed)
+            per_seed[arm].append({**scores, "scale": scale})
             first_images.setdefault(arm, images)
-        per_seed["fd"][arm] = [round(v, 2) for v in fds]
-        if accs:
-            per_seed["guided_accuracy"][arm] = [round(v, 4) for v in accs]
+            bar.update(1)
+    bar.close()
 
+    def table(metric: str) -> dict:
+        out = {arm: over_seeds([r[metric] for r in runs]) for arm, runs in per_seed.items() if metric in runs[0]}
+        if metric in floor:
+            out["real"] = floor[metric]
+        return out
+
+    parts = Parts.from_stage(params, paths, p.seeds[0])
     backbone_total = sum(q.numel() for q in parts.backbone.parameters())
-    ppap_trainable = sum(trainable_parameters(e) for e in parts.ppap.experts)
+    ppap_trainable = sum(trainable_parameters(x) for x in parts.ppap.experts)
+    supervised_trainable = sum(trainable_parameters(x.requires_grad_(True)) for x in parts.supervised.experts)
+    pub_seed = published_seed(info)
+    pub = per_seed["ppap"][list(p.seeds).index(pub_seed)]
     metrics = {
-        "guided_accuracy": {a: _ms(v)[0] for a, v in per_seed["guided_accuracy"].items()},
-        "guided_accuracy_std": {a: _ms(v)[1] for a, v in per_seed["guided_accuracy"].items()},
-        "fd": {a: round(float(np.mean(v)), 2) for a, v in per_seed["fd"].items()},
-        "fd_std": {a: round(float(np.std(v)), 2) for a, v in per_seed["fd"].items()},
-        "scale": {a: info["scales"][a]["chosen"] for a in GUIDED},
-        "trainable_params": {"supervised": backbone_total, "ppap": ppap_trainable,
-                             "ppap_per_expert": ppap_trainable // len(parts.ppap.experts)},
+        "evaluator": evaluator_id(evaluator),
+        "n": len(labels),
+        "guided_accuracy": table("accuracy"),
+        "fd": table("fd"),
+        "kid": table("kid"),
+        "confident_share": {**table("confident_share"), "real_test": scorer.real_test_share()},
+        "scale": {str(s): {a: v["chosen"] for a, v in per.items()} for s, per in info["scales"].items()},
+        "claims": claims({a: r for a, r in per_seed.items() if a in GUIDED}, list(p.seeds)),
+        "published": {"seed": pub_seed, "arm": "ppap",
+                      "chosen_by": "the backbone's accuracy at the chosen scale in that seed's sweep",
+                      "guided_accuracy": pub["accuracy"], "fd": pub["fd"]},
+        "trainable_params": {"supervised": supervised_trainable, "supervised_per_expert": backbone_total,
+                             "ppap": ppap_trainable, "ppap_per_expert": ppap_trainable // len(parts.ppap.experts)},
         "trainable_fraction": {"ppap": round(ppap_trainable / backbone_total, 4),
                                "ppap_per_expert": round(ppap_trainable / len(parts.ppap.experts) / backbone_total, 4)},
         "sampling_seconds_per_1k": {a: round(float(np.mean(v)), 2) for a, v in seconds.items()},
         "ddim_steps": p.ddim_steps,
         "seeds": list(p.seeds),
-        "per_seed": per_seed,
+        "per_seed": {a: [{k: (v["value"] if isinstance(v, dict) else v) for k, v in r.items()} for r in runs]
+                     for a, runs in per_seed.items()},
+        "intervals": {"per arm (mean over training seeds)": METHODS["seeds"],
+                      "real (train images at the same class counts)": METHODS["bootstrap"] + "; shares: "
+                      + METHODS["wilson"], "claims": METHODS["paired"], "published": METHODS["wilson"]},
         "wall_seconds": info["seconds"],
     }
     metrics["sampling_seconds_per_1k"]["guided"] = metrics["sampling_seconds_per_1k"]["ppap"]
-    sweep_rows = _score_sweep(model_dir, info, evaluator, parts.num_classes, p.sweep_per_class)
+    sweep_rows = _score_sweep(model_dir, info["scales"][str(p.seeds[0])], evaluator, parts.num_classes,
+                              p.sweep_per_class)
     metrics["sweep"] = sweep_rows
     write_json_atomic(paths.metrics(NAME), metrics)
     plot_all(paths.plots(NAME), first_images, labels, parts.num_classes, sweep_rows, metrics)
     return metrics
 
 
-def _score_sweep(model_dir: Path, info: dict, evaluator, num_classes: int, per_class: int) -> dict:
+def _score_sweep(model_dir: Path, scales: dict, evaluator, num_classes: int, per_class: int) -> dict:
     from embedlab.evaluation import class_accuracy, predict
     from embedlab.methods.diffusion.method import requested_labels
 
     labels = requested_labels(num_classes, per_class)
     out = {}
-    for arm, entry in info["scales"].items():
+    for arm, entry in scales.items():
         rows = []
         for row in entry["sweep"]:
-            images = torch.from_numpy(np.load(model_dir / f"sweep_{arm}_{row['scale']:g}.npy")).float() / 127.5 - 1
+            images = torch.from_numpy(np.load(model_dir / "sweep" / f"{arm}_{row['scale']:g}.npy")).float() / 127.5 - 1
             rows.append({**row, "evaluator_accuracy": round(class_accuracy(predict(evaluator, images)[0], labels), 4)})
         out[arm] = {"chosen": entry["chosen"], "rows": rows}
     return out
@@ -130,15 +184,16 @@ def plot_all(out: Path, images: dict, labels: torch.Tensor, num_classes: int, sw
 # ---- registry --------------------------------------------------------------------------------
 
 class UnguidedSampler(torch.nn.Module):
-    """The published program: deterministic DDIM with the unconditional EMA DDPM, x_T -> x_0.
-    Guided sampling needs gradients of a classifier, which a torch.export program cannot take:
-    the bundle carries the parts (`load_bundle`)."""
+    """The published program: deterministic DDIM with the unconditional EMA DDPM, x_T -> x_0
+    (the same `ddim_step` as every sampler here). Guided sampling needs gradients of a
+    classifier, which a torch.export program cannot take: the bundle carries the parts (`load_bundle`)."""
 
-    def __init__(self, unet, schedule, steps: int):
+    def __init__(self, unet, schedule, steps: int, clip: bool = True):
         super().__init__()
         from embedlab.methods.diffusion.schedule import ddim_timesteps
 
         self.unet = unet.eval()
+        self.clip = clip
         times = ddim_timesteps(schedule.T, steps)
         self.times = times
         ab = schedule.alphabar.float()
@@ -146,23 +201,25 @@ class UnguidedSampler(torch.nn.Module):
         self.register_buffer("a_next", torch.stack([ab[t] for t in times[1:]] + [torch.tensor(1.0)]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from embedlab.methods.diffusion.schedule import ddim_step
+
         for i, t in enumerate(self.times):
             tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-            eps = self.unet(x, tt)
-            a = self.a_now[i]
-            x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
-            x = x0 if i + 1 == len(self.times) else self.a_next[i].sqrt() * x0 + (1 - self.a_next[i]).sqrt() * eps
+            last = i + 1 == len(self.times)
+            x = ddim_step(x, self.unet(x, tt), self.a_now[i], None if last else self.a_next[i], self.clip)
         return x.clamp(-1, 1)
 
 
 def export(params: Params, paths: Paths):
-    from embedlab.methods.diffusion.method import NAME, Parts
+    """The published seed's parts (chosen on the backbone's sweep, `published_seed`), its
+    unguided sampler as the program, gated on that seed's PPAP guided accuracy."""
+    from embedlab.methods.diffusion.method import NAME, Parts, seed_dir
     from embedlab.registry import ModelBundle
 
-    model_dir = paths.model_dir(NAME)
-    parts = Parts.from_stage(params, paths)
     metrics = json.loads(paths.metrics(NAME).read_text())
-    program = UnguidedSampler(parts.uncond, parts.schedule, params.diffusion.ddim_steps)
+    seed = metrics["published"]["seed"]
+    parts = Parts.from_stage(params, paths, seed)
+    program = UnguidedSampler(parts.uncond, parts.schedule, params.diffusion.ddim_steps, params.diffusion.ddim_clip)
     s = parts.image_size
     example = torch.randn(2, 1, s, s, generator=torch.Generator().manual_seed(0)).numpy().astype(np.float32)
     import atexit
@@ -171,14 +228,17 @@ def export(params: Params, paths: Paths):
 
     scratch = Path(tempfile.mkdtemp(prefix="embedlab-diffusion-bundle-"))
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)
-    config = {"diffusion": params.diffusion.model_dump(), "scales": metrics["scale"], "image_size": s,
-              "backbone": json.loads((paths.model_dir("backbone") / "config.json").read_text())}
+    config = {"diffusion": params.diffusion.model_dump(), "seed": seed, "scales": metrics["scale"][str(seed)],
+              "image_size": s, "backbone": json.loads((paths.model_dir("backbone") / "config.json").read_text())}
     (scratch / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    files = [scratch / "config.json"] + [model_dir / f for f in ("ddpm_uncond.pt", "ddpm_cond.pt", "experts.pt", "supervised.pt")]
+    folder = seed_dir(paths, seed)
+    files = [scratch / "config.json"] + [folder / f for f in ("ddpm_uncond.pt", "ddpm_cond.pt", "experts.pt", "supervised.pt")
+                                         if (folder / f).exists()]
     shutil.copy(paths.model_dir("backbone") / "model.safetensors", scratch / "backbone.safetensors")
     files.append(scratch / "backbone.safetensors")
-    return ModelBundle(module=program, input_example=example, primary_metric="guided_accuracy.ppap",
-                       metrics=metrics, params=params.diffusion.model_dump(), artifacts=files)
+    return ModelBundle(module=program, input_example=example, primary_metric="published.guided_accuracy",
+                       metrics=metrics, params=params.diffusion.model_dump(), artifacts=files,
+                       description=f"PPAP, training seed {seed}: {metrics['published']['chosen_by']}")
 
 
 def load_bundle(bundle_dir: Path, device="cpu"):

@@ -29,6 +29,7 @@ from embedlab.params import Params
 from embedlab.paths import Paths
 
 NAME = "federated"
+needs_evaluator = False  # these models classify for themselves, scored on test labels
 FS_ALGOS_HEAD = ("fedavg_head", "ggeur")
 LS_ALGOS = ("fedavg", "fedavg_ggeur", "fedprox", "fedprox_ggeur")
 

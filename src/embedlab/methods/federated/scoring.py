@@ -20,6 +20,8 @@ from embedlab.io import write_json_atomic
 from embedlab.params import Params
 from embedlab.paths import Paths
 
+MARGIN = 0.005  # accuracy differences inside +-0.5 points count as no effect
+ROOM = 0.05     # the precondition: what the baseline must leave to fix before a claim is tested
 FS_PAIRS = (("fraug", "fedbn"), ("fedbn", "fedavg"), ("fedprox", "fedavg"), ("fedbn", "local"), ("ggeur", "fedavg_head"))
 LS_PAIRS = (("fedavg_ggeur", "fedavg"), ("fedprox_ggeur", "fedprox"), ("fedprox", "fedavg"))
 
@@ -48,17 +50,40 @@ def _r(x: float) -> float | None:
 
 
 def _table(per_seed: dict[str, list[float]]) -> dict:
-    return {"accuracy": {a: _r(np.mean(v)) for a, v in per_seed.items()},
-            "accuracy_std": {a: _r(np.std(v)) for a, v in per_seed.items()}}
+    """{"accuracy": {algorithm: mean over seeds with its t interval}} (evaluation.intervals)."""
+    from embedlab.evaluation.intervals import over_seeds
+
+    return {"accuracy": {a: over_seeds(v) for a, v in per_seed.items()}}
 
 
-def _gains(per_seed: dict[str, list[float]], pairs) -> dict:
+def _comparisons(per_seed: dict[str, list[float]], pairs, seeds, requires: dict | None = None) -> dict:
+    """Paired verdicts (evaluation.claims) of a over b for every pair present."""
+    from embedlab.evaluation.claims import verdict
+
     out = {}
     for a, b in pairs:
         if a in per_seed and b in per_seed:
-            d = np.asarray(per_seed[a]) - np.asarray(per_seed[b])
-            out[f"{a}-{b}"] = {"mean": _r(d.mean()), "std": _r(d.std()), "wins": int((d > 0).sum()),
-                               "per_seed": [_r(x) for x in d]}
+            out[f"{a}-{b}"] = verdict(per_seed[a], per_seed[b], claim=f"{a} is more accurate than {b}",
+                                      metric="accuracy", arms=(a, b), margin=MARGIN, seeds=seeds,
+                                      requires=(requires or {}).get((a, b)))
+    return out
+
+
+def preconditions(per_seed: dict[str, list[float]], ceiling: float | None = None) -> dict:
+    """Does the setting leave the paper's effect room? FRAug (over FedBN): the shift must defeat
+    FedAvg and federating must pay over training alone, each by >= ROOM; GGEUR (over FedAvg):
+    FedAvg must stay >= ROOM below a centralised ceiling (the backbone's own test accuracy)."""
+    from embedlab.evaluation.claims import precondition
+
+    mean = {a: float(np.mean(v)) for a, v in per_seed.items()}
+    out = {}
+    if {"fedbn", "fedavg", "local"} <= set(mean):
+        room = min(mean["fedbn"] - mean["fedavg"], mean["fedbn"] - mean["local"])
+        out[("fraug", "fedbn")] = precondition(
+            f"FedBN leaves room: min(fedbn - fedavg, fedbn - local) >= {ROOM}", room, ROOM)
+    if ceiling is not None and "fedavg" in mean:
+        out[("fedavg_ggeur", "fedavg")] = precondition(
+            f"FedAvg leaves room: centralised (backbone test accuracy) - fedavg >= {ROOM}", ceiling - mean["fedavg"], ROOM)
     return out
 
 
@@ -89,10 +114,14 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
         nbytes[group][job["algorithm"]] = {"per_round": run["bytes_per_round"], "setup": run["setup_bytes"]}
         seconds[job["algorithm"]] += run["seconds"]
 
+    backbone_acc = json.loads(paths.metrics("backbone").read_text())["test_accuracy"]
+    ceiling = float(backbone_acc["value"] if isinstance(backbone_acc, dict) else backbone_acc)
+
     def block(group, pairs, names_for):
         seeds = per_seed[group]
         out = _table(seeds)
-        out["paired_gain"] = _gains(seeds, pairs)
+        out["comparisons"] = _comparisons(seeds, pairs, list(f.seeds),
+                                          preconditions(seeds, ceiling if group[0] != "feature_shift" else None))
         out["per_client"] = {a: dict(zip(names_for, [_r(x) for x in np.nanmean(v, axis=0)])) for a, v in per_client[group].items()}
         out["bytes_per_round"] = {a: b["per_round"] for a, b in nbytes[group].items()}
         out["setup_bytes"] = {a: b["setup"] for a, b in nbytes[group].items() if b["setup"]}
@@ -103,7 +132,7 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     fs = f.feature_shift
     by_size = {str(n): block(("feature_shift", n), FS_PAIRS, fs_names) for n in fs.sizes}
     metrics: dict = {"feature_shift": {"samples_per_client": fs.samples_per_client, **by_size[str(fs.samples_per_client)],
-                                       "by_size": {n: {k: b[k] for k in ("accuracy", "accuracy_std", "paired_gain")}
+                                       "by_size": {n: {k: b[k] for k in ("accuracy", "comparisons")}
                                                    for n, b in by_size.items()}}}
     settings = label_skew_settings(params)
     by_alpha = {}
@@ -112,8 +141,15 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
         by_alpha[f"{alpha:g}"] = block((setting, 0), LS_PAIRS, names)
     default = f"{params.partition.label_skew.alpha:g}"
     metrics["label_skew"] = {"alpha": params.partition.label_skew.alpha, **by_alpha[default],
-                             "by_alpha": {a: {k: b[k] for k in ("accuracy", "accuracy_std", "paired_gain")}
+                             "by_alpha": {a: {k: b[k] for k in ("accuracy", "comparisons")}
                                           for a, b in by_alpha.items()}}
+    metrics["claims"] = {
+        "fraug_vs_fedbn": metrics["feature_shift"]["comparisons"]["fraug-fedbn"],
+        "ggeur_vs_fedavg": metrics["label_skew"]["comparisons"]["fedavg_ggeur-fedavg"],
+    }
+    metrics["published"] = published_variant(info, params)
+    metrics["published"]["accuracy"] = _published_accuracy(metrics["published"], info, all_states, params, paths.root)
+    metrics["intervals"] = {"accuracy": "seeds", "comparisons": "paired", "published.accuracy": "wilson"}
     metrics["seeds"] = list(f.seeds)
     metrics["wall_seconds"] = {"train": info["wall_seconds"], **{a: round(s, 1) for a, s in seconds.items()}}
     write_json_atomic(paths.metrics(NAME), metrics)
@@ -184,8 +220,39 @@ class _Personalised(torch.nn.Module):
         return self.net(x.transpose(0, 1)).transpose(0, 1)
 
 
-def best(table: dict[str, float], candidates) -> str:
-    return max((a for a in candidates if a in table), key=lambda a: table[a])
+def published_variant(info: dict, params: Params) -> dict:
+    """What publish registers, chosen on the val split (never test): per setting, the algorithm
+    with the highest final-round val accuracy averaged over seeds (feature shift at the default
+    size, label skew at the default alpha), and its run at the first seed."""
+    f = params.federated
+    seed = f.seeds[0]
+    size = f.feature_shift.samples_per_client
+    final: dict = defaultdict(lambda: defaultdict(list))
+    for run in info["runs"]:
+        job = run["job"]
+        if job["setting"] in ("feature_shift", "label_skew") and job["size"] in (size, 0):
+            final[job["setting"]][job["algorithm"]].append(run["val_curve"][-1])
+    chosen = {}
+    for setting, candidates in (("feature_shift", f.feature_shift.algorithms), ("label_skew", None)):
+        table = {a: float(np.mean(v)) for a, v in final[setting].items() if candidates is None or a in candidates}
+        algo = max(table, key=lambda a: (table[a], a))
+        n = size if setting == "feature_shift" else 0
+        chosen[setting] = {"algorithm": algo, "run": f"{setting}/{algo}/n{n}/s{seed}",
+                           "val_accuracy": round(table[algo], 4)}
+    return {"chosen_by": "final-round val accuracy, mean over seeds", "seed": seed, **chosen}
+
+
+def _published_accuracy(published: dict, info: dict, all_states: dict, params: Params, root: Path) -> dict:
+    """Test accuracy of the published feature-shift run itself: every client's test shard
+    pooled, with a Wilson interval. The registry gates on exactly this."""
+    from embedlab.evaluation.intervals import score, wilson
+
+    run = next(r for r in info["runs"] if r["key"] == published["feature_shift"]["run"])
+    accs, sizes = score_run(run, all_states[run["key"]], params, root)
+    sizes = np.asarray(sizes)
+    correct = int(round(float(np.nansum(np.asarray(accs) * sizes))))
+    lo, hi = wilson(correct, int(sizes.sum()))
+    return score(correct / sizes.sum(), lo, hi, int(sizes.sum()))
 
 
 def export(params: Params, paths: Paths):
@@ -195,11 +262,8 @@ def export(params: Params, paths: Paths):
     model_dir = paths.model_dir(NAME)
     metrics = json.loads(paths.metrics(NAME).read_text())
     info, all_states = load_runs(model_dir)
-    seed = params.federated.seeds[0]
-    fs_algo = best(metrics["feature_shift"]["accuracy"], params.federated.feature_shift.algorithms)
-    ls_algo = best(metrics["label_skew"]["accuracy"], metrics["label_skew"]["accuracy"])
-    chosen = {"feature_shift": f"feature_shift/{fs_algo}/n{params.federated.feature_shift.samples_per_client}/s{seed}",
-              "label_skew": f"label_skew/{ls_algo}/n0/s{seed}"}
+    published = metrics["published"]  # chosen on val by evaluate (published_variant)
+    chosen = {setting: published[setting]["run"] for setting in ("feature_shift", "label_skew")}
     runs = {r["key"]: r for r in info["runs"]}
     # The bundle's files are made in a scratch folder (models/federated is train's output and
     # must not change after it), removed when the publishing process ends.
@@ -230,8 +294,10 @@ def export(params: Params, paths: Paths):
     s = info["image_size"]
     example = torch.randn(2, k, 1, s, s, generator=torch.Generator().manual_seed(0)).numpy().astype(np.float32)
     return ModelBundle(
-        module=_Personalised(net), input_example=example, primary_metric="feature_shift.accuracy.fraug",
+        module=_Personalised(net), input_example=example, primary_metric="published.accuracy",
         metrics=metrics, params=params.federated.model_dump(), artifacts=files,
+        description=(f"feature shift: {published['feature_shift']['algorithm']} (seed {published['seed']}), "
+                     f"label skew head: {published['label_skew']['algorithm']}; chosen by {published['chosen_by']}"),
     )
 
 

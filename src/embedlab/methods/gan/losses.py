@@ -7,7 +7,7 @@ Notation: D(x) is (B, m) for an embedding discriminator, (B, 1) for a scalar one
   form="nonsaturating" variant applies the standard GAN's softplus to `scale` x the mean.
 - DLLE: an image's embedding agrees with its mild augmentation's (held fixed).
 - DIsoMap: the embedding of a convex mix of a real and a fake image matches the same mix of
-  their embeddings.
+  their embeddings (held fixed).
 - Entropy (RB-MaEM): the log of the mean nearest-neighbour distance from a batch of
   embeddings to a FIFO replay buffer of past ones, scaled by sigma (which ramps up).
 """
@@ -114,7 +114,9 @@ def disomap_from_outputs(mixed: Tensor, real_out: Tensor, fake_out: Tensor, a: T
                          distance: str = "mse") -> Tensor:
     """DIsoMap on embeddings already computed: D(mix) against the same mix of D(x_r), D(x_f)."""
     a_emb = a.reshape(real_out.shape[0], 1)
-    target = a_emb * real_out + (1 - a_emb) * fake_out
+    # Held fixed, as in MEE's released code (`mse_loss(cls(mix_input), mix_z.detach())`): D
+    # learns to map the mix onto the mix of embeddings, not to move the embeddings of the ends.
+    target = (a_emb * real_out + (1 - a_emb) * fake_out).detach()
     if distance == "mse":
         return F.mse_loss(mixed, target)
     if distance == "cosine":

@@ -2,13 +2,11 @@
 
 - `ring_modes` (8 on a circle) and `grid_modes` (25 on a 5 x 5 grid), sampled by
   `sample_mixture`; a generated point belongs to its nearest mode if it lies within
-  3 std of it (`assign_modes`, -1 otherwise); high quality = the share of points within
-  3 std of some mode.
+  3 std of it (`assign_modes`, -1 otherwise).
 - Stacked digits: three independent digits in three channels (1,000 modes, `stack_digits`);
-  a sample's mode is the triple of per-channel classes (`triple_modes`).
+  a sample's mode is the triple of per-channel classes (`evaluation.modes.triple_modes`).
 
-Modes covered and the KL of the mode histogram to uniform are the shared
-`embedlab.evaluation.count_modes` and `class_histogram_kl`, which leave -1 out.
+Counting (confident readings, min counts, coverage, KL) is the shared `embedlab.evaluation.modes`.
 """
 
 from __future__ import annotations
@@ -43,19 +41,9 @@ def assign_modes(points: Tensor, centres: Tensor, std: float) -> Tensor:
     return torch.where(nearest.values <= 3 * std, nearest.indices, torch.full_like(nearest.indices, -1))
 
 
-def high_quality_fraction(modes: Tensor | np.ndarray) -> float:
-    return float((np.asarray(modes) >= 0).mean())
-
-
 def stack_digits(images: Tensor, labels: Tensor, n: int, generator: torch.Generator | None = None):
     """(n, 3, S, S) images whose channels are three independently drawn digits, and (n, 3)
     their labels: with 10 classes, 1,000 equally likely modes."""
     picks = torch.randint(len(images), (n, 3), generator=generator)
     stacked = images[picks].squeeze(2)  # (n, 3, 1, S, S) -> (n, 3, S, S)
     return stacked, labels[picks]
-
-
-def triple_modes(channel_classes: Tensor, num_classes: int = 10) -> Tensor:
-    """(N, 3) per-channel classes -> (N,) mode index c0 * K^2 + c1 * K + c2."""
-    c = channel_classes.long()
-    return c[:, 0] * num_classes**2 + c[:, 1] * num_classes + c[:, 2]

@@ -7,7 +7,7 @@
 Every discriminator layer carries spectral norm. A discriminator ends in a `head`:
 `ScalarHead` (a standard GAN: one logit) or `EmbeddingHead` (MaF / MEE: an m-dimensional
 embedding through the reparameterisation mu + exp(logvar / 2) * eps, eps ~ N(0, I) in
-training and 0 in eval).
+training and 0 in eval; mu and logvar from one bias-free layer, as released).
 """
 
 from __future__ import annotations
@@ -30,17 +30,20 @@ class ScalarHead(nn.Module):
 
 
 class EmbeddingHead(nn.Module):
+    """(mu, logvar) from one bias-free spectral-norm linear layer, as in MEE's released
+    discriminator (`reparam`): with no bias, spectral norm bounds logvar too, so D cannot raise
+    the entropy of its embeddings through its own noise."""
+
     def __init__(self, features: int, dim: int = 16):
         super().__init__()
-        self.mu = spectral_norm(nn.Linear(features, dim))
-        self.logvar = spectral_norm(nn.Linear(features, dim))
+        self.stats = spectral_norm(nn.Linear(features, 2 * dim, bias=False))
         self.dim = dim
 
     def forward(self, h: Tensor) -> Tensor:
-        mu = self.mu(h)
+        mu, logvar = self.stats(h).chunk(2, dim=-1)
         if not self.training:
             return mu
-        return mu + torch.exp(0.5 * self.logvar(h)) * torch.randn_like(mu)
+        return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
 
 def make_head(kind: str, features: int, dim: int) -> nn.Module:

@@ -85,7 +85,7 @@ def mode_histogram(hists: dict[str, np.ndarray], out: Path) -> None:
     ax.set_yscale("symlog")
     ax.set_xlabel(f"mode rank ({modes:,} stacked modes)")
     ax.set_ylabel("samples in mode")
-    ax.set_title("Stacked digits, weakened D: mode histogram (seed 0)", fontsize=9)
+    ax.set_title("Stacked digits, weakened D: confident mode histogram (first seed)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "stacked_mode_histogram.png", dpi=110)
@@ -93,13 +93,18 @@ def mode_histogram(hists: dict[str, np.ndarray], out: Path) -> None:
 
 
 def modes_bars(metrics: dict, out: Path) -> None:
+    """Confident modes covered per arm (mean over seeds, 95% interval), beside the real ceiling
+    and the untrained floor."""
     rows = []
     for bench in ("ring", "grid", "stacked", "stacked_full"):
         tables = [metrics.get(bench, {}), metrics.get("ablation", {}).get(bench, {})]
         for table in tables:
-            for arm, value in table.get("modes_covered", {}).items():
+            for arm, entry in table.get("modes_covered", {}).items():
+                value = entry["value"] if isinstance(entry, dict) else entry
+                lo = entry.get("lo") if isinstance(entry, dict) else None
+                hi = entry.get("hi") if isinstance(entry, dict) else None
                 rows.append({"benchmark": bench, "arm": arm, "modes_covered": value,
-                             "std": table["modes_covered_std"][arm]})
+                             "lo": value if lo is None else lo, "hi": value if hi is None else hi})
     frame = pd.DataFrame(rows)
     frame.to_csv(out / "modes_covered.csv", index=False)
     plt = _plt()
@@ -107,10 +112,12 @@ def modes_bars(metrics: dict, out: Path) -> None:
     fig, axes = plt.subplots(1, len(benches), figsize=(3.2 * len(benches), 3), squeeze=False)
     for ax, bench in zip(axes[0], benches):
         part = frame[frame["benchmark"] == bench]
-        ax.bar(part["arm"], part["modes_covered"], yerr=part["std"], color="tab:green", capsize=2)
+        colours = ["tab:grey" if a in ("real", "untrained") else "tab:green" for a in part["arm"]]
+        err = np.vstack([(part["modes_covered"] - part["lo"]).clip(lower=0), (part["hi"] - part["modes_covered"]).clip(lower=0)])
+        ax.bar(part["arm"], part["modes_covered"], yerr=err, color=colours, capsize=2)
         ax.set_title(bench, fontsize=9)
         ax.tick_params(axis="x", labelrotation=60, labelsize=7)
-    axes[0][0].set_ylabel("modes covered (mean over seeds)")
+    axes[0][0].set_ylabel("confident modes covered\n(mean over seeds, 95% interval)")
     fig.tight_layout()
     fig.savefig(out / "modes_covered.png", dpi=110)
     plt.close(fig)

@@ -42,9 +42,11 @@ def write_plots(out: Path, test_x: torch.Tensor, recon: dict[int, torch.Tensor],
         save_grid(grid, out / f"samples_{kind}.png", per_row=per_row)
 
     depth_psnr = pd.DataFrame(
-        [{"depth": int(k[1:]), "psnr": v} for k, v in metrics["psnr"].items()]).sort_values("depth")
+        [{"depth": int(k[1:]), "psnr": v["value"], "lo": v["lo"], "hi": v["hi"]} for k, v in metrics["psnr"].items()]
+    ).sort_values("depth")
     depth_psnr.to_csv(out / "psnr_vs_depth.csv", index=False)
-    _line_png(depth_psnr, "depth", ["psnr"], out / "psnr_vs_depth.png", "PSNR (dB), test split", "Reconstruction vs RVQ depth")
+    _line_png(depth_psnr, "depth", ["psnr"], out / "psnr_vs_depth.png", "PSNR (dB), test split, mean over seeds",
+              "Reconstruction vs RVQ depth")
 
     timing = metrics["sampling_seconds"]
     depths = sorted(int(k[1:]) for k in timing["resgen"] if k.startswith("d"))

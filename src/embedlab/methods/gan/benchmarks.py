@@ -1,0 +1,147 @@
+"""What a GAN job is: a benchmark, an arm, a seed and the arm's tuned hyperparameter; and
+everything a benchmark fixes (networks, data, loop settings). Imported by training, scoring
+and the stage functions alike; it imports none of them.
+
+Benchmarks (each arm x seed is one job, iteration-matched within a benchmark):
+  ring, grid      2-D mixtures, MLP nets                        (params gan.toy)
+  stacked_weak    stacked digits, weakened D: where collapse shows (params gan.image)
+  stacked_full    stacked digits, full-capacity D
+  digits          plain digits, for sample quality
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from embedlab.io import load_weights
+from embedlab.params import Params
+
+NAME = "gan"
+TOY = ("ring", "grid")
+IMAGE = ("stacked_weak", "stacked_full", "digits")
+# Where each benchmark's hyperparameters are tuned (on the selection seed).
+TUNED_ON = {"ring": "ring", "grid": "grid", "stacked_weak": "stacked_weak", "stacked_full": "stacked_weak",
+            "digits": "stacked_weak"}
+LR_KEYS = ("lr_scale",)  # tuning keys that scale the benchmark's lr rather than set a loss weight
+
+
+@dataclass(frozen=True)
+class Job:
+    bench: str  # one of TOY + IMAGE
+    arm: str
+    seed: int
+    value: float | None = None  # the arm's tuned hyperparameter (params gan.tuning.<arm>); None: default
+    selection: bool = False  # a tuning run on the selection seed: scored for the choice, not reported
+
+    @property
+    def key(self) -> str:
+        if self.selection:
+            return f"select/{self.bench}/{self.arm}/{self.value:g}"
+        return f"{self.bench}/{self.arm}/seed{self.seed}"
+
+    @property
+    def weights(self) -> str:
+        # Flat, distinct file names: the registry bundle logs files side by side.
+        return f"generators/{self.bench}-{self.arm.replace('+', '_')}-seed{self.seed}.safetensors"
+
+
+def gen_config(params: Params, bench: str, image_size: int) -> dict:
+    """Constructor arguments of a benchmark's generator (stored with its weights)."""
+    if bench in TOY:
+        t = params.gan.toy
+        return {"kind": "mlp", "z_dim": t.z_dim, "out_dim": 2, "hidden": t.hidden, "layers": t.layers}
+    i = params.gan.image
+    return {"kind": "conv", "z_dim": i.z_dim, "image_size": image_size,
+            "channels": 1 if bench == "digits" else 3, "width": i.gen_width}
+
+
+def build_generator(config: dict) -> torch.nn.Module:
+    from embedlab.methods.gan.nets import ConvGenerator, MLPGenerator
+
+    kwargs = {k: v for k, v in config.items() if k != "kind"}
+    return MLPGenerator(**kwargs) if config["kind"] == "mlp" else ConvGenerator(**kwargs)
+
+
+def restore_generator(params: Params, bench: str, image_size: int, state: dict) -> torch.nn.Module:
+    """A generator of `bench` from the state dict a job returned, in eval mode."""
+    gen = build_generator(gen_config(params, bench, image_size))
+    gen.load_state_dict(state)
+    return gen.eval()
+
+
+def untrained_generator(params: Params, bench: str, image_size: int, seed: int) -> torch.nn.Module:
+    """The floor every benchmark reports: the generator as initialised, before any step."""
+    torch.manual_seed(seed)
+    return build_generator(gen_config(params, bench, image_size)).eval()
+
+
+def disc_factory(params: Params, bench: str, image_size: int):
+    from embedlab.methods.gan.nets import ConvDiscriminator, MLPDiscriminator
+
+    dim = params.gan.loss.embedding_dim
+    if bench in TOY:
+        t = params.gan.toy
+        return lambda head: MLPDiscriminator(2, t.hidden, t.layers, head, dim, t.input_scale)
+    i = params.gan.image
+    width = i.weak_disc_width if bench == "stacked_weak" else i.disc_width
+    channels = 1 if bench == "digits" else 3
+    return lambda head: ConvDiscriminator(image_size, channels, width, head, dim)
+
+
+def loop_config(params: Params, bench: str, arm: str | None = None, value: float | None = None):
+    """The training loop's settings for `bench`, with `arm`'s tuned hyperparameter set to `value`."""
+    from embedlab.methods.gan.arms import LoopConfig
+
+    loss = params.gan.loss
+    s = params.gan.toy if bench in TOY else params.gan.image
+    image_aug = {} if bench in TOY else {"aug_shift": s.aug_shift, "aug_degrees": s.aug_degrees}
+    cfg = LoopConfig(
+        steps=s.steps, batch_size=s.batch_size, lr=s.lr, betas=tuple(s.betas), maf_form=loss.maf_form,
+        maf_scale=loss.maf_scale, lambda_dlle=loss.lambda_dlle, lambda_disomap=loss.lambda_disomap,
+        disomap_distance=loss.disomap_distance, sigma=loss.sigma, sigma_ramp=int(loss.sigma_ramp * s.steps),
+        buffer_size=loss.buffer_size, aug_noise=s.aug_noise, **image_aug,
+    )
+    if arm is None or value is None:
+        return cfg
+    key = params.gan.tuning.key(arm)
+    return replace(cfg, lr=cfg.lr * value) if key in LR_KEYS else replace(cfg, **{key: value})
+
+
+def mixture(params: Params, bench: str) -> tuple[torch.Tensor, float]:
+    """(centres, std) of a 2-D benchmark."""
+    from embedlab.methods.gan.modes import grid_modes, ring_modes
+
+    t = params.gan.toy
+    if bench == "ring":
+        return ring_modes(8, t.ring_radius), t.ring_std
+    return grid_modes(5, t.grid_spacing), t.grid_std
+
+
+def real_sampler(params: Params, bench: str, images: torch.Tensor, labels: torch.Tensor):
+    """(n, torch.Generator) -> a batch of real data for `bench`, on the images' device."""
+    from embedlab.methods.gan.modes import sample_mixture, stack_digits
+
+    if bench in TOY:
+        centres, std = mixture(params, bench)
+        return lambda n, g: sample_mixture(centres, std, n, g).to(images.device)
+    if bench == "digits":
+        return lambda n, g: images[torch.randint(len(images), (n,), generator=g).to(images.device)]
+    return lambda n, g: stack_digits(images, labels, n, g)[0]
+
+
+def load_generator(model_dir: Path, bench: str, arm: str, seed: int, device="cpu") -> torch.nn.Module:
+    """A trained generator from models/gan/ (or a folder from `registry.download_bundle`),
+    eval mode, grads off."""
+    model_dir = Path(model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    gen = build_generator(config["generators"][bench])
+    path = model_dir / Job(bench, arm, seed).weights
+    if not path.exists() and (model_dir / path.name).exists():  # a registry bundle keeps files flat
+        path = model_dir / path.name
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no generator for {bench}/{arm}/seed{seed}; run `dvc repro train@gan`")
+    return load_weights(gen, path, device).requires_grad_(False).eval()

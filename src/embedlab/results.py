@@ -1,0 +1,252 @@
+"""Results tables rendered from metrics/*.json into the docs, between marker comments:
+
+    <!-- results:claims -->
+    ...generated, never edited by hand...
+    <!-- /results:claims -->
+
+`embedlab results` rewrites every marked block of README.md and docs/**/*.md; `--check`
+exits non-zero when a committed page differs from what the metrics render (a test runs it),
+so no number in the docs can drift from the pipeline's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+MARKER = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
+
+
+class ResultsError(RuntimeError):
+    """A page asks for a table that does not exist, or a metrics file is missing."""
+
+
+def fmt(x, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        if abs(x) >= 100:
+            return f"{x:,.1f}"
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def score(entry, digits: int = 3) -> str:
+    """A score as `value [lo, hi]`; a plain number as itself."""
+    if isinstance(entry, dict) and "value" in entry:
+        if entry.get("lo") is None:
+            return fmt(entry["value"], digits)
+        return f"{fmt(entry['value'], digits)} [{fmt(entry['lo'], digits)}, {fmt(entry['hi'], digits)}]"
+    return fmt(entry, digits)
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _load(root: Path, name: str) -> dict:
+    path = root / "metrics" / f"{name}.json"
+    if not path.exists():
+        raise ResultsError(f"{path}: missing; run `dvc repro evaluate@{name}`")
+    return json.loads(path.read_text())
+
+
+# --- the tables -------------------------------------------------------------------------------
+
+METHODS = ("diffusion", "gan", "vq", "federated")
+
+
+def claims_table(root: Path, methods: tuple[str, ...] = METHODS) -> str:
+    rows = []
+    for method in methods:
+        for key, c in _load(root, method).get("claims", {}).items():
+            d = c["difference"]
+            pre = c.get("precondition")
+            rows.append([method, c["claim"], c["metric"], f"{fmt(d['value'], 4)} [{fmt(d['lo'], 4)}, {fmt(d['hi'], 4)}]",
+                         f"{c['wins']} of {d['n']}", "-" if pre is None else ("met" if pre["met"] else "**not met**"),
+                         f"**{c['verdict']}**"])
+    return table(["method", "claim", "metric", "paired difference (favours a when > 0) [95% CI]",
+                  "seeds a ahead", "precondition", "verdict"], rows)
+
+
+def preconditions_table(root: Path, methods: tuple[str, ...] = METHODS) -> str:
+    rows = []
+    for method in methods:
+        for key, c in _load(root, method).get("claims", {}).items():
+            pre = c.get("precondition")
+            if pre is None:
+                continue
+            for check in pre.get("checks", [pre]):
+                rows.append([method, key, check["description"], fmt(check["value"], 4), fmt(check["threshold"], 4),
+                             "met" if check["met"] else "**not met**"])
+    return table(["method", "claim", "precondition", "measured", "threshold", ""], rows)
+
+
+def references_table(root: Path) -> str:
+    rows = []
+    for name in ("evaluator", "backbone"):
+        m = _load(root, name)
+        rows.append([name, score(m["test_accuracy"], 4), score(m["confident_share_test"], 3),
+                     score(m["train_accuracy"], 4), fmt(m["num_params"]), f"`{m['weights']['sha256']}`"])
+    return table(["network", "test accuracy", "confident share, test (>= 0.9)", "train accuracy", "params",
+                  "weights sha256"], rows)
+
+
+def floor_table(root: Path) -> str:
+    m = _load(root, "evaluator")["real_floor"]
+    return table(["real train images vs val + test, N = " + fmt(m["fd"]["n"]), "FD", "KID", "confident share"],
+                 [["the evaluator's real-data floor", score(m["fd"], 2), score(m["kid"], 4), score(m["confident_share"])]])
+
+
+def diffusion_table(root: Path) -> str:
+    m = _load(root, "diffusion")
+    arms = ["unguided", "naive", "supervised", "ppap", "cfg", "real"]
+    rows = []
+    for arm in arms:
+        if arm not in m["fd"]:
+            continue
+        seeds = m["fd"][arm].get("seeds")
+        rows.append([arm if arm != "real" else "real (train, same N)", score(m["guided_accuracy"].get(arm)),
+                     score(m["fd"][arm], 1), score(m["kid"][arm], 4), score(m["confident_share"][arm]),
+                     fmt(seeds) if seeds else "-"])
+    rows.append(["real test split", "-", "-", "-", score(m["confident_share"]["real_test"]), "-"])
+    return table(["arm", "guided accuracy", "FD", "KID", "confident share", "training seeds"], rows)
+
+
+def gan_table(root: Path) -> str:
+    m = _load(root, "gan")
+    rows = []
+    order = ["dcgan", "maf", "maf+disomap", "maf+disomap+dlle", "mee", "real", "untrained"]
+    for bench, label in (("stacked", "stacked, weakened D"), ("stacked_full", "stacked, full D"),
+                         ("ring", "ring (8)"), ("grid", "grid (25)")):
+        if bench not in m:
+            continue
+        merged = {**m[bench].get("modes_covered", {}), **m.get("ablation", {}).get(bench, {}).get("modes_covered", {})}
+        share_key = "confident_share" if "confident_share" in m[bench] else "high_quality"
+        shares = {**m[bench].get(share_key, {}), **m.get("ablation", {}).get(bench, {}).get(share_key, {})}
+        for arm in order:
+            if arm in merged:
+                rows.append([label, arm, score(merged[arm], 1), score(shares.get(arm)), fmt(m[bench].get("min_count"))])
+    return table(["benchmark", "arm", "modes covered (confident, >= min count)", "confident share (2-D: high quality)",
+                  "min count"], rows)
+
+
+def gan_digits_table(root: Path) -> str:
+    m = _load(root, "gan")["digits"]
+    rows = [[arm, score(m["fd"][arm], 1), score(m["kid"][arm], 4), score(m["confident_share"][arm])]
+            for arm in ("dcgan", "maf", "mee", "real", "untrained") if arm in m["fd"]]
+    return table(["arm (plain digits)", "FD", "KID", "confident share"], rows)
+
+
+def vq_table(root: Path) -> str:
+    m = _load(root, "vq")
+    rows = [[kind if kind != "real" else "real (train, same N)", score(m["fd"][kind], 1), score(m["kid"][kind], 4),
+             score(m["class_accuracy"][kind]), score(m["confident_share"][kind])] for kind in ("resgen", "ar", "real")]
+    return table(["prior", "FD", "KID", "class accuracy", "confident share"], rows)
+
+
+def vq_depth_table(root: Path) -> str:
+    m = _load(root, "vq")
+    depths = sorted(m["psnr"], key=lambda d: int(d[1:]))
+    timing = m["sampling_seconds"]
+    rows = [["test PSNR (dB), first d depths"] + [score(m["psnr"][d], 2) for d in depths]]
+    for kind in ("resgen", "ar"):
+        rows.append([f"{kind} sampling, s per 1,000"] + [fmt(timing[kind].get(d), 2) for d in depths])
+    return table([""] + [f"d = {d[1:]}" for d in depths], rows)
+
+
+def federated_table(root: Path) -> str:
+    m = _load(root, "federated")
+    fs, ls = m["feature_shift"]["accuracy"], m["label_skew"]["accuracy"]
+    rows = [[f"feature shift, {m['feature_shift']['samples_per_client']} per client", a, score(v)] for a, v in fs.items()]
+    rows += [[f"label skew, alpha {m['label_skew']['alpha']:g}", a, score(v)] for a, v in ls.items()]
+    return table(["setting", "algorithm", "test accuracy (mean over seeds) [95% CI]"], rows)
+
+
+def published_table(root: Path) -> str:
+    rows = []
+    for name in ("vq", "gan", "federated", "diffusion"):
+        p = _load(root, name).get("published", {})
+        metric = next((k for k in ("guided_accuracy", "modes_covered", "accuracy", "psnr") if k in p), None)
+        variant = ", ".join(f"{k} {p[k]['algorithm'] if isinstance(p[k], dict) and 'algorithm' in p[k] else p[k]}"
+                            for k in ("arm", "seed", "feature_shift") if k in p)
+        rows.append([f"embedlab-{name}", variant, p.get("chosen_by", "-"), f"published.{metric}", score(p.get(metric))])
+    return table(["registered model", "variant", "chosen by (never the test split or the evaluator)", "gated on",
+                  "value [95% CI]"], rows)
+
+
+def timing_table(root: Path) -> str:
+    """Training wall time per method as its train stage recorded it (2-core CPU unless stated)."""
+    def minutes(x):
+        return "-" if x is None else f"{x / 60:.1f} min"
+
+    vq = _load(root, "vq").get("train_wall_seconds")
+    gan = _load(root, "gan").get("train_wall_seconds")
+    fed = _load(root, "federated").get("wall_seconds", {}).get("train")
+    diff = _load(root, "diffusion").get("wall_seconds", {}).get("train")
+    rows = [["vq", "tokenizer + ResGen + AR, x 3 training seeds", minutes(vq)],
+            ["gan", "tuning (3 values x 5 arms x 3 benchmarks) + 77 reported runs", minutes(gan)],
+            ["federated", "every setting, algorithm, size or alpha and seed", minutes(fed)],
+            ["diffusion", "DDPM + 5 PPAP experts + 5 supervised experts + scale sweep, x 3 training seeds",
+             minutes(diff)]]
+    return table(["train stage", "what it trains", "wall time"], rows)
+
+
+def lookup(name: str) -> Callable[[Path], str] | None:
+    """A table by marker name; `claims-<method>` and `preconditions-<method>` give one method's rows."""
+    if name in TABLES:
+        return TABLES[name]
+    kind, _, method = name.partition("-")
+    if kind in ("claims", "preconditions") and method in METHODS:
+        table_fn = claims_table if kind == "claims" else preconditions_table
+        return lambda root: table_fn(root, (method,))
+    return None
+
+
+TABLES: dict[str, Callable[[Path], str]] = {
+    "claims": claims_table, "preconditions": preconditions_table, "references": references_table,
+    "floor": floor_table, "diffusion": diffusion_table, "gan": gan_table, "gan-digits": gan_digits_table,
+    "vq": vq_table, "vq-depth": vq_depth_table, "federated": federated_table, "published": published_table,
+    "timing": timing_table,
+}
+
+
+# --- pages ------------------------------------------------------------------------------------
+
+def pages(root: Path) -> list[Path]:
+    docs = root / "docs"
+    return [root / "README.md"] + (sorted(docs.rglob("*.md")) if docs.is_dir() else [])
+
+
+def render_page(text: str, root: Path, origin: str = "page") -> str:
+    def replace(match: re.Match) -> str:
+        name = match.group("name")
+        render_table = lookup(name)
+        if render_table is None:
+            raise ResultsError(f"{origin}: unknown results table {name!r}; known: {', '.join(TABLES)}, "
+                               f"claims-<method>, preconditions-<method> for {', '.join(METHODS)}")
+        return f"{match.group(1)}{render_table(root)}\n{match.group(4)}"
+
+    return MARKER.sub(replace, text)
+
+
+def render(root: Path, check: bool = False) -> list[Path]:
+    """Rewrite (or, with `check`, compare) every page; returns the pages that differ."""
+    root = Path(root)
+    stale = []
+    for page in pages(root):
+        text = page.read_text()
+        new = render_page(text, root, str(page))
+        if new != text:
+            stale.append(page)
+            if not check:
+                page.write_text(new)
+    return stale
