@@ -18,7 +18,6 @@ Arms: unguided, naive (the clean backbone on x_t), supervised, ppap, cfg.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -26,29 +25,20 @@ import numpy as np
 import torch
 
 from embedlab.io import write_json_atomic
+from embedlab.methods.diffusion.parts import (  # noqa: F401  (the stage, its tests and scoring use them)
+    NAME,
+    Parts,
+    _backbone,
+    build_unet,
+    requested_labels,
+    schedule_of,
+    seed_dir,
+)
 from embedlab.params import Params
 from embedlab.paths import Paths
 
-NAME = "diffusion"
 needs_evaluator = True
-GUIDED = ("naive", "supervised", "ppap", "cfg")
 SELECTION_SEED = 100  # the sweep's sampling seed: never one of the reported seeds
-
-
-def schedule_of(p):
-    from embedlab.methods.diffusion.schedule import Schedule
-
-    return Schedule(p.timesteps, p.schedule)
-
-
-def build_unet(p, num_classes: int = 0):
-    from embedlab.methods.diffusion.unet import UNet
-
-    return UNet(tuple(p.channels), attention=p.attention, num_classes=num_classes)
-
-
-def seed_dir(paths: Paths, seed: int) -> Path:
-    return paths.model_dir(NAME) / f"seed{seed}"
 
 
 def _data(paths: Paths, split: str):
@@ -64,12 +54,6 @@ def _fit(module, params: Params, name: str, steps: int, seed: int, batches) -> N
 
     trainer, _ = make_trainer(params.trainer, name=name, max_epochs=1, max_steps=steps, seed=seed, monitor=None)
     trainer.fit(module, train_dataloaders=batches)
-
-
-def _backbone(paths: Paths, device="cpu"):
-    from embedlab.classifier import load_classifier
-
-    return load_classifier(paths.model_dir("backbone"), device).eval()
 
 
 # ---- phase 1 and 2: the parts ---------------------------------------------------------------
@@ -172,94 +156,6 @@ def collect(model_dir: Path, kind: str, experts: int) -> None:
 
 
 # ---- the arms ------------------------------------------------------------------------------
-
-class Parts:
-    """Every trained part of one training seed, loaded for sampling: from a stage's seed folder,
-    or from a downloaded registry bundle (`scoring.load_bundle`). The cfg arm exists where the
-    conditional DDPM was trained (`cfg_seeds`)."""
-
-    def __init__(self, p, model_dir: Path, backbone: torch.nn.Module, image_size: int, device="cpu"):
-        import copy
-
-        from embedlab.methods.diffusion.experts import MultiExpert
-        from embedlab.methods.diffusion.lora import add_lora
-
-        self.p, self.device = p, torch.device(device)
-        self.schedule = schedule_of(p)
-        self.backbone = backbone.to(self.device).eval()
-        self.num_classes = int(self.backbone.head.out_features)
-        self.image_size = image_size
-        model_dir = Path(model_dir)
-        self.uncond = build_unet(p)
-        self.uncond.load_state_dict(torch.load(model_dir / "ddpm_uncond.pt", weights_only=True))
-        self.cond = None
-        if (model_dir / "ddpm_cond.pt").exists():
-            self.cond = build_unet(p, self.num_classes)
-            self.cond.load_state_dict(torch.load(model_dir / "ddpm_cond.pt", weights_only=True))
-        supervised = []
-        for state in torch.load(model_dir / "supervised.pt", weights_only=True):
-            net = copy.deepcopy(self.backbone)
-            net.load_state_dict(state)
-            supervised.append(net)
-        self.supervised = MultiExpert(supervised, p.timesteps)
-        experts = []
-        for state in torch.load(model_dir / "experts.pt", weights_only=True):
-            e = add_lora(self.backbone, p.ppap.rank, p.ppap.alpha)
-            e.load_state_dict(state)
-            experts.append(e)
-        self.ppap = MultiExpert(experts, p.timesteps)
-        for m in (self.uncond, self.cond, self.supervised, self.ppap):
-            if m is not None:
-                m.to(self.device).eval()
-
-    @property
-    def arms(self) -> tuple[str, ...]:
-        return ("unguided",) + tuple(a for a in GUIDED if a != "cfg" or self.cond is not None)
-
-    @classmethod
-    def from_stage(cls, params: Params, paths: Paths, seed: int, device="cpu") -> "Parts":
-        meta = json.loads((paths.prepared / "meta.json").read_text())
-        return cls(params.diffusion, seed_dir(paths, seed), _backbone(paths, device), int(meta["image_size"]), device)
-
-    def classifier(self, arm: str):
-        return {"naive": lambda x, t: self.backbone(x), "supervised": self.supervised, "ppap": self.ppap}[arm]
-
-    @torch.no_grad()
-    def sample(self, arm: str, labels: torch.Tensor, scale: float, seed: int, batch: int = 500) -> torch.Tensor:
-        """Images (N, 1, S, S) in [-1, 1] for the requested `labels`, by DDIM at ddim_steps."""
-        from embedlab.methods.diffusion.schedule import classifier_grad, ddim_sample
-
-        if arm == "cfg" and self.cond is None:
-            raise ValueError("the cfg arm needs the conditional DDPM, trained only for diffusion.cfg_seeds")
-        gen = torch.Generator().manual_seed(seed)
-        out = []
-        steps, clip = self.p.ddim_steps, self.p.ddim_clip
-        for start in range(0, len(labels), batch):
-            y = labels[start:start + batch].to(self.device)
-            shape = (len(y), 1, self.image_size, self.image_size)
-            x_T = torch.randn(shape, generator=gen)
-            if arm == "cfg":
-                null = torch.full_like(y, self.num_classes)
-
-                def model(x, t, y=y, null=null):
-                    both = self.cond(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
-                    c, u = both.chunk(2)
-                    return (1 + scale) * c - scale * u
-
-                out.append(ddim_sample(model, self.schedule, shape, steps, x_T=x_T, device=self.device, clip=clip).cpu())
-            elif arm == "unguided":
-                out.append(ddim_sample(self.uncond, self.schedule, shape, steps, x_T=x_T, device=self.device,
-                                       clip=clip).cpu())
-            else:
-                grad = classifier_grad(self.classifier(arm), y)
-                out.append(ddim_sample(self.uncond, self.schedule, shape, steps, x_T=x_T, grad_fn=grad,
-                                       scale=scale, device=self.device, clip=clip).cpu())
-        return torch.cat(out)
-
-
-def requested_labels(num_classes: int, per_class: int) -> torch.Tensor:
-    return torch.arange(num_classes).repeat_interleave(per_class)
-
 
 def sweep(params: Params, paths: Paths, seed: int, arms: list[str], keep_images: bool) -> dict:
     """Phase 3 for one training seed: each arm's scale, chosen by the backbone on samples at

@@ -62,7 +62,7 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     from embedlab.evaluation.intervals import METHODS, over_seeds
     from embedlab.evaluation.samples import SampleScorer, evaluator_id
     from embedlab.methods.diffusion.lora import trainable_parameters
-    from embedlab.methods.diffusion.method import GUIDED, NAME, Parts, requested_labels
+    from embedlab.methods.diffusion.parts import GUIDED, NAME, Parts, requested_labels
 
     p, e = params.diffusion, params.evaluation
     model_dir = paths.model_dir(NAME)
@@ -137,7 +137,7 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
 
 def _score_sweep(model_dir: Path, scales: dict, evaluator, num_classes: int, per_class: int) -> dict:
     from embedlab.evaluation import class_accuracy, predict
-    from embedlab.methods.diffusion.method import requested_labels
+    from embedlab.methods.diffusion.parts import requested_labels
 
     labels = requested_labels(num_classes, per_class)
     out = {}
@@ -213,7 +213,7 @@ class UnguidedSampler(torch.nn.Module):
 def export(params: Params, paths: Paths):
     """The published seed's parts (chosen on the backbone's sweep, `published_seed`), its
     unguided sampler as the program, gated on that seed's PPAP guided accuracy."""
-    from embedlab.methods.diffusion.method import NAME, Parts, seed_dir
+    from embedlab.methods.diffusion.parts import NAME, Parts, seed_dir
     from embedlab.registry import ModelBundle
 
     metrics = json.loads(paths.metrics(NAME).read_text())
@@ -246,7 +246,7 @@ def load_bundle(bundle_dir: Path, device="cpu"):
     `parts.sample("ppap", labels, parts_scale, seed)` with the scale from config["scales"]."""
     from embedlab.classifier import build_classifier
     from embedlab.io import load_weights
-    from embedlab.methods.diffusion.method import Parts
+    from embedlab.methods.diffusion.parts import Parts
     from embedlab.params import DiffusionParams
 
     bundle_dir = Path(bundle_dir)
