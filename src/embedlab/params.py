@@ -7,10 +7,10 @@ out-of-range value stops a stage before any work, naming the key and the range.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ParamsError(ValueError):
@@ -72,20 +72,24 @@ class FeatureShiftParams(Section):
         return value
 
 
+def _all_positive(values: list[float]) -> list[float]:
+    if any(v <= 0 for v in values):
+        raise ValueError(f"{values} must all be > 0")
+    return values
+
+
+# A list of positive numbers (pydantic names the key in the error).
+PositiveFloats = Annotated[list[float], AfterValidator(_all_positive)]
+
+
 class LabelSkewParams(Section):
     num_clients: int = Field(5, ge=2, le=1000)
     alpha: float = Field(0.5, gt=0.0, le=1000.0)
     min_client_size: int = Field(10, ge=1)
     max_retries: int = Field(100, ge=1, le=100_000)
     # More Dirichlet concentrations, each its own split (label_skew_alpha<a>.npz), same clients.
-    extra_alphas: list[float] = Field(default_factory=list)
+    extra_alphas: PositiveFloats = Field(default_factory=list)
 
-    @field_validator("extra_alphas")
-    @classmethod
-    def _positive_alphas(cls, value):
-        if any(a <= 0 for a in value):
-            raise ValueError(f"extra_alphas {value} must all be > 0")
-        return value
 
 
 class PartitionParams(Section):
@@ -198,14 +202,8 @@ class GANTune(Section):
     mode count (the backbone's, for images) picks one. `lr_scale` multiplies the benchmark's lr."""
 
     key: TUNABLE
-    values: list[float] = Field(min_length=1)
+    values: PositiveFloats = Field(min_length=1)
 
-    @field_validator("values")
-    @classmethod
-    def _positive(cls, value):
-        if any(v <= 0 for v in value):
-            raise ValueError(f"tuning values {value} must all be > 0")
-        return value
 
 
 class GANTuningParams(Section):
