@@ -120,7 +120,7 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     assert fed_receipt["metric"] == "published.accuracy"
     assert fed_receipt["value"] == fed["published"]["accuracy"]["value"]
     assert fed["published"]["chosen_by"].startswith("final-round val accuracy")
-    from embedlab.methods.federated.method import load_runs
+    from embedlab.methods.federated.runs import load_runs
     from embedlab.methods.federated.scoring import _rebuild
 
     info, states = load_runs(paths.model_dir("federated"))

@@ -37,7 +37,7 @@ def _rebuild(run: dict, states: dict) -> torch.nn.Module:
 def score_run(run: dict, states: dict, params: Params, root: Path) -> tuple[list[float], list[int]]:
     """Each client's test accuracy, and its number of test samples."""
     from embedlab.methods.federated.engine import accuracies
-    from embedlab.methods.federated.method import Job, job_clients
+    from embedlab.methods.federated.runs import Job, job_clients
 
     job = Job(**run["job"])
     clients, _ = job_clients(params, root, job, "test", run["config"]["model"]["num_classes"])
@@ -89,7 +89,7 @@ def preconditions(per_seed: dict[str, list[float]], ceiling: float | None = None
 
 def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     """`evaluator` is unused: these models classify for themselves, scored against test labels."""
-    from embedlab.methods.federated.method import NAME, label_skew_settings, load_runs
+    from embedlab.methods.federated.runs import NAME, label_skew_settings, load_runs
 
     info, all_states = load_runs(paths.model_dir(NAME))
     f = params.federated
@@ -256,7 +256,7 @@ def _published_accuracy(published: dict, info: dict, all_states: dict, params: P
 
 
 def export(params: Params, paths: Paths):
-    from embedlab.methods.federated.method import NAME, load_runs
+    from embedlab.methods.federated.runs import NAME, load_runs
     from embedlab.registry import ModelBundle
 
     model_dir = paths.model_dir(NAME)
