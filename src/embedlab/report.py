@@ -137,7 +137,9 @@ SCORE_PARTS = ("value", "lo", "hi", "n", "seeds", "plugin")
 def _fmt(x) -> str:
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         return "-" if x is None else str(x)
-    return f"{x:.6g}"
+    # Enough digits to show every stored digit (metrics keep <= 6 decimals), so a row's change
+    # is exactly its new value minus its old one as printed.
+    return f"{x:.10g}"
 
 
 def noise_mark(old: dict, new: dict) -> str:
