@@ -16,7 +16,6 @@ is deterministic for its seed.
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -62,44 +61,29 @@ def run_job(job: Job, params: Params, root: Path, num_classes: int, image_size: 
     }
 
 
-def _worker_init() -> None:
-    torch.set_num_threads(1)  # small nets: one process per core beats threads within one
-
-
-def _worker_run(job: Job, raw: dict, root: str, num_classes: int, image_size: int) -> dict:
+def _worker_run(job: Job, raw: dict, root: str, num_classes: int, image_size: int, progress: bool) -> dict:
     from embedlab.params import parse_params
 
-    return run_job(job, parse_params(raw), Path(root), num_classes, image_size)
+    return run_job(job, parse_params(raw), Path(root), num_classes, image_size, progress=progress)
 
 
 def run_all(params: Params, root: Path, jobs: list[Job], num_classes: int, image_size: int,
             progress: bool = True) -> list[dict]:
+    """Every run, in job order, on the shared runner (embedlab.jobs): single-thread spawned
+    workers on a CPU, in this process on a GPU or with one worker (then with a bar over rounds)."""
     from tqdm.auto import tqdm
 
+    from embedlab.jobs import run_all as run_jobs
     from embedlab.training import resolve_device
 
-    device = resolve_device(params.trainer)
-    workers = params.federated.workers if device.type == "cpu" else 1
-    results: list[dict] = []
+    in_process = resolve_device(params.trainer).type != "cpu" or params.federated.workers <= 1
+    raw = params.model_dump(by_alias=True)
+    args = [(j, raw, str(root), num_classes, image_size, progress and in_process) for j in jobs]
     bar = tqdm(total=len(jobs), desc="federated runs", unit="run", disable=not progress)
-    if workers > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        raw = params.model_dump(by_alias=True)
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
-            futures: list[Future] = [pool.submit(_worker_run, j, raw, str(root), num_classes, image_size) for j in jobs]
-            for fut in futures:
-                results.append(fut.result())
-                bar.update(1)
-                bar.set_postfix_str(results[-1]["key"])
-    else:
-        for j in jobs:
-            results.append(run_job(j, params, root, num_classes, image_size, progress=progress))
-            bar.update(1)
-            bar.set_postfix_str(j.key)
-    bar.close()
-    return results
+    try:
+        return run_jobs(_worker_run, args, params.federated.workers, in_process, bar)
+    finally:
+        bar.close()
 
 
 def _meta(paths: Paths) -> tuple[int, int]:
