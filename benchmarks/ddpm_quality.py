@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import time
 from pathlib import Path
 
@@ -91,13 +90,16 @@ def main() -> None:
         saved = {}
 
         class Snapshot(L.Callback):
+            def __init__(self, steps, saved):
+                self.steps, self.saved = steps, saved
+
             def on_train_batch_end(self, trainer, pl_module, *_):
-                if trainer.global_step in checkpoints:
-                    saved[trainer.global_step] = copy.deepcopy(pl_module.ema).eval()
+                if trainer.global_step in self.steps:
+                    self.saved[trainer.global_step] = copy.deepcopy(pl_module.ema).eval()
 
         start = time.perf_counter()
         L.Trainer(max_steps=max(checkpoints), max_epochs=1, logger=False, enable_checkpointing=False,
-                  enable_progress_bar=False, accelerator="cpu", precision=precision, callbacks=[Snapshot()],
+                  enable_progress_bar=False, accelerator="cpu", precision=precision, callbacks=[Snapshot(checkpoints, saved)],
                   deterministic=True).fit(
             module, train_dataloaders=models._Steps(x, y, batch_size=batch, steps=max(checkpoints), seed=seed))
         row = {"spec": {"channels": channels, "ema": ema, "precision": precision, "lr": lr, "min_snr_gamma": gamma,

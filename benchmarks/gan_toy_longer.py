@@ -34,9 +34,10 @@ def main() -> None:
 
     import torch
 
+    from embedlab.jobs import Pool
     from embedlab.methods.gan.arms import sample
     from embedlab.methods.gan.benchmarks import TOY, Job, mixture, restore_generator
-    from embedlab.methods.gan.method import JobRunner
+    from embedlab.methods.gan.method import _job
     from embedlab.methods.gan.scoring import score_toy, toy_ceiling
     from embedlab.params import load_params, parse_params
     from embedlab.paths import Paths
@@ -55,9 +56,10 @@ def main() -> None:
 
     jobs = [Job(bench, arm, seed, chosen[f"{bench}/{arm}"]["value"]) for bench in TOY for arm in args.arms
             for seed in params.gan.toy.seeds]
-    runner = JobRunner(params, torch.zeros(1, 1, 16, 16), torch.zeros(1, dtype=torch.long), torch.device("cpu"))
+    pool = Pool(params.gan.workers)
+    args_ = (raw, torch.zeros(1, 1, 16, 16).numpy(), torch.zeros(1, dtype=torch.long).numpy())
     start = time.perf_counter()
-    futures = [(job, runner.submit(job)) for job in jobs]
+    futures = [(job, pool.submit(_job, job, *args_)) for job in jobs]
     results: dict = {b: {a: {"modes_covered": [], "high_quality": [], "seconds": []} for a in args.arms} for b in TOY}
     try:
         for job, future in futures:
@@ -73,7 +75,7 @@ def main() -> None:
             print(f"{job.bench} {job.arm} seed {job.seed}: {scores['modes_covered']} modes, "
                   f"high quality {scores['high_quality']:.3f}, {history['seconds']:.1f} s", flush=True)
     finally:
-        runner.close()
+        pool.close()
 
     def summary(values):
         return {"mean": round(statistics.mean(values), 4), "std": round(statistics.pstdev(values), 4)}

@@ -1,15 +1,17 @@
-"""train / evaluate / export for the evaluator and the backbone (the method interface)."""
+"""train / evaluate / export / load_bundle for the evaluator and the backbone (methods/base.py's
+`Method` interface, as objects: one class, two instances)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from embedlab.params import Params
 from embedlab.io import write_json_atomic
+from embedlab.params import Params
 from embedlab.paths import Paths
 
 
@@ -40,9 +42,8 @@ class ClassifierModel:
     def evaluate(self, params: Params, paths: Paths, evaluator: torch.nn.Module | None) -> dict:
         from embedlab.classifier import load_classifier
         from embedlab.data.prepare import read_prepared
-        from embedlab.evaluation import class_accuracy, confusion_matrix, predict
+        from embedlab.evaluation import confusion_matrix, predict
         from embedlab.evaluation.grids import save_confusion_png, save_grid
-
         from embedlab.evaluation.intervals import proportion
         from embedlab.evaluation.samples import weights_id
 
@@ -105,7 +106,20 @@ class ClassifierModel:
             metrics=metrics,
             higher_is_better=True,
             params=params.model_section(self.name).model_dump(),
+            # The rebuildable weights ride along: `load_bundle` on a downloaded bundle.
+            artifacts=[paths.model_dir(self.name) / f for f in ("config.json", "model.safetensors")],
+            description=f"The {self.name}: the committed reference network (models/{self.name}, cache: false).",
+            limits="Classifies the pipeline's images only (16x16 greyscale digits by default)."
+                   + (" It is the fixed instrument every generated-sample score is read by." if self.name == "evaluator"
+                      else " Methods select with it (never with the evaluator)."),
         )
+
+    def load_bundle(self, bundle_dir: Path, device="cpu") -> torch.nn.Module:
+        """The classifier from a downloaded bundle (`registry.download_bundle`) or models/<name>/:
+        eval mode, grads off (`load_model` gives the exported program instead)."""
+        from embedlab.classifier import load_classifier
+
+        return load_classifier(bundle_dir, device)
 
 
 EVALUATOR = ClassifierModel("evaluator")

@@ -102,8 +102,9 @@ def evaluate(name: str, params_file: Path = ParamsOption, root: Path = RootOptio
 
     model = _model(name)
     params, paths = _load(params_file, root)
-    # The classifiers score themselves; every other model is scored by the evaluator alone.
-    evaluator = load_classifier(paths.model_dir("evaluator")) if getattr(model, "needs_evaluator", True) else None
+    # The classifiers score themselves, federated models classify for themselves; every other
+    # model is scored by the evaluator alone.
+    evaluator = load_classifier(paths.model_dir("evaluator")) if model.needs_evaluator else None
     metrics = model.evaluate(params, paths, evaluator)
     shown = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
     typer.echo(f"{name}: {shown}")

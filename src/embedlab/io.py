@@ -42,3 +42,77 @@ def load_weights(module, path: Path, device="cpu"):
         raise FileNotFoundError(f"{path}: missing; train the model first")
     module.load_state_dict(load_file(str(path), device=str(device)))
     return module.to(device).eval()
+
+
+def save_tensors(tree, path: Path) -> None:
+    """A nested dict/list of tensors (state dicts, lists of them, runs of them) as one
+    safetensors file: keys are the paths joined by "/" ("/" and "%" inside a key escaped as
+    %2F and %25), the shape of the tree rides in the file's metadata. Written atomically. `load_tensors` gives the same tree back."""
+    from safetensors.torch import save_file
+
+    flat: dict = {}
+    lists: list[str] = []
+    empty: dict[str, str] = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, (list, tuple, dict)) and not node and prefix:
+            empty[prefix] = "list" if isinstance(node, (list, tuple)) else "dict"
+            return
+        if isinstance(node, (list, tuple)):
+            lists.append(prefix)
+            items = enumerate(node)
+        elif isinstance(node, dict):
+            items = node.items()
+        else:
+            if not hasattr(node, "detach"):
+                raise TypeError(f"{path}: {prefix or 'the root'} is a {type(node).__name__}, not a tensor")
+            flat[prefix] = node.detach().cpu().contiguous().clone()  # clone: no two keys share memory
+            return
+        for key, child in items:
+            part = str(key).replace("%", "%25").replace("/", "%2F")  # a key may hold "/" (run keys do)
+            walk(child, f"{prefix}/{part}" if prefix else part)
+
+    walk(tree, "")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        save_file(flat, tmp, metadata={"embedlab.lists": json.dumps(lists), "embedlab.empty": json.dumps(empty)})
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_tensors(path: Path, device="cpu"):
+    """The tree `save_tensors` wrote (dicts, lists, tensors on `device`)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; train the model first")
+    with safe_open(str(path), framework="pt", device=str(device)) as f:
+        meta = f.metadata() or {}
+        lists = set(json.loads(meta.get("embedlab.lists", "[]")))
+        root: dict = {}
+        for key, kind in json.loads(meta.get("embedlab.empty", "{}")).items():
+            node, *parts = [root, *key.split("/")]
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = [] if kind == "list" else {}
+        for key in f.keys():
+            node, *parts = [root, *key.split("/")]
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = f.get_tensor(key)
+
+    def build(node, prefix: str):
+        if not isinstance(node, dict) or not node:
+            return node
+        out = {k.replace("%2F", "/").replace("%25", "%"): build(v, f"{prefix}/{k}" if prefix else k)
+               for k, v in node.items()}
+        return [out[str(i)] for i in range(len(out))] if prefix in lists else out
+
+    return build(root, "")

@@ -40,7 +40,7 @@ class Pool:
         if self.executor is not None:
             self.executor.shutdown(cancel_futures=True)
 
-    def __enter__(self) -> "Pool":
+    def __enter__(self) -> Pool:
         return self
 
     def __exit__(self, *exc) -> None:

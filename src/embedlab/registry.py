@@ -58,9 +58,16 @@ class ModelBundle:
     # Files beside the exported module (weights + config of parts torch.export cannot hold,
     # such as a sampler's prior), logged under the run's "bundle/" artifact folder.
     artifacts: list[Path] = field(default_factory=list)
-    # Which variant this is (e.g. the algorithm and seed chosen on val) and why: the version's
-    # description in the registry.
+    # Files made for the bundle alone, by name: a dict for "<name>.json", a tree of tensors for
+    # "<name>.safetensors" (io.save_tensors). Written in a scratch folder while publishing,
+    # so a stage's own outputs never change.
+    files: dict[str, Any] = field(default_factory=dict)
+    # Which variant this is (e.g. the algorithm and seed chosen on val) and why: the first line
+    # of the version's model card.
     description: str = ""
+    # The model card's last two sections: what the model is for, and where it stops.
+    intended_use: str = ""
+    limits: str = ""
 
 
 class RegistryError(RuntimeError):
@@ -240,6 +247,87 @@ def _export_ready(bundle: ModelBundle):
     return module, example
 
 
+def _log_files(mlflow, files: dict[str, Any]) -> None:
+    from embedlab.io import save_tensors
+
+    with tempfile.TemporaryDirectory(prefix="embedlab-bundle-") as scratch:
+        for name, content in files.items():
+            target = Path(scratch) / name
+            if name.endswith(".json"):
+                target.write_text(json.dumps(content, indent=2) + "\n")
+            elif name.endswith(".safetensors"):
+                save_tensors(content, target)
+            else:
+                raise RegistryError(f"bundle file {name!r}: only .json and .safetensors are made here")
+            mlflow.log_artifact(str(target), artifact_path="bundle")
+
+
+def _score_text(node: Any) -> str:
+    from embedlab.evaluation.intervals import is_score
+
+    if is_score(node):
+        lo, hi = node.get("lo"), node.get("hi")
+        ci = f" [{lo:.6g}, {hi:.6g}]" if lo is not None and hi is not None else ""
+        return f"{node['value']:.6g}{ci}" + (f" (n = {node['n']})" if node.get("n") is not None else "")
+    return f"{node:.6g}" if isinstance(node, float) else str(node)
+
+
+def model_card(name: str, bundle: ModelBundle, lineage: dict, value: float, interval, alias: str) -> str:
+    """The markdown card of one registered version: what it is, data, params, metrics with their
+    intervals, the claims' verdicts, the evaluator that read them, intended use and limits."""
+    from embedlab.evaluation.intervals import is_score
+
+    m = bundle.metrics
+    ci = f" [{interval[0]:.6g}, {interval[1]:.6g}]" if interval is not None else ""
+    lines = [f"# {registered_name(name)}", "", bundle.description or f"The `{name}` model of embedlab.", "",
+             "## What it is",
+             f"- registered program: a `torch.export` module (`registry.load_model(\"{name}\")`); "
+             f"bundle files: {', '.join(sorted({Path(a).name for a in bundle.artifacts} | set(bundle.files))) or 'none'} "
+             f"(`get_model(\"{name}\").load_bundle(registry.download_bundle(...))`)",
+             f"- gated on `{bundle.primary_metric}` = {value:.6g}{ci} "
+             f"({'higher' if bundle.higher_is_better else 'lower'} is better); alias at publish: `{alias}`",
+             f"- git commit `{lineage['git_commit']}`", "",
+             "## Data",
+             f"- data hash `{lineage['data_hash']}` ({lineage['data_hash_source']})", ""]
+    if bundle.params:
+        lines += ["## Params", "", "```yaml", yaml.safe_dump(bundle.params, sort_keys=True).rstrip(), "```", ""]
+    rows = []
+
+    def walk(node: Any, prefix: str) -> None:
+        if is_score(node) or isinstance(node, (int, float)) and not isinstance(node, bool):
+            rows.append(f"| `{prefix}` | {_score_text(node)} |")
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                if k not in ("claims", "per_seed", "tuning", "training", "intervals", "evaluator", "weights"):
+                    walk(v, f"{prefix}.{k}" if prefix else str(k))
+
+    walk(m, "")
+    if rows:
+        lines += ["## Metrics (95% intervals where the pipeline has one)", "", "| metric | value |", "| --- | --- |",
+                  *rows[:60], *(["| ... | see metrics/" + name + ".json |"] if len(rows) > 60 else []), ""]
+    claims = m.get("claims") or {}
+    if claims:
+        lines += ["## Claims", "", "| claim | verdict | paired difference [95% CI] |", "| --- | --- | --- |"]
+        for c in claims.values():
+            d = c.get("difference", {})
+            lines.append(f"| {c.get('claim', '')} | **{c.get('verdict', '')}** | {_score_text(d) if d else '-'} |")
+        lines.append("")
+    reader = m.get("evaluator") or m.get("weights")
+    if reader:
+        lines += ["## Read by", f"- evaluator weights sha256 `{reader.get('sha256', 'unknown')}`"
+                  f"{' (' + reader['file'] + ')' if reader.get('file') else ''}", ""]
+    lines += ["## Intended use", bundle.intended_use or "Research and teaching on small images; not for decisions "
+              "about people.", "", "## Known limits", bundle.limits or "Trained and scored on the pipeline's data "
+              "only; the scores above hold for that data, at the sample sizes stated.", ""]
+    return "\n".join(lines)
+
+
+def model_card_of(name: str, alias: str = CHAMPION, paths: Paths | None = None) -> str:
+    """The model card of `embedlab-<name>@<alias>` (the version's description)."""
+    _, _, _, found = _version_by_alias(name, alias, paths)
+    return found.description or ""
+
+
 def publish(name: str, bundle: ModelBundle, params: Params, paths: Paths) -> dict:
     mlflow = _mlflow()
     import torch
@@ -290,12 +378,14 @@ def publish(name: str, bundle: ModelBundle, params: Params, paths: Paths) -> dic
         )
         for artifact in bundle.artifacts:
             mlflow.log_artifact(str(artifact), artifact_path="bundle")
+        _log_files(mlflow, bundle.files)
         version = str(logged.registered_model_version)
         tags = {**lineage, VALUE_TAG: repr(value), "run_id": run.info.run_id}
         if interval is not None:
             tags["primary_metric_interval"] = json.dumps([interval[0], interval[1]])
-        if bundle.description:
-            client.update_model_version(model, version, description=bundle.description)
+        card = model_card(name, bundle, lineage, value, interval, alias)
+        mlflow.log_text(card, "model_card.md")
+        client.update_model_version(model, version, description=card)
         for key, tag in tags.items():
             client.set_model_version_tag(model, version, key, tag)
         client.set_registered_model_alias(model, alias, version)

@@ -67,7 +67,7 @@ METHODS = ("diffusion", "gan", "vq", "federated")
 def claims_table(root: Path, methods: tuple[str, ...] = METHODS) -> str:
     rows = []
     for method in methods:
-        for key, c in _load(root, method).get("claims", {}).items():
+        for c in _load(root, method).get("claims", {}).values():
             d = c["difference"]
             pre = c.get("precondition")
             rows.append([method, c["claim"], c["metric"], f"{fmt(d['value'], 4)} [{fmt(d['lo'], 4)}, {fmt(d['hi'], 4)}]",

@@ -1,4 +1,9 @@
-"""One Trainer factory for every model in the project, and tensor batches on the device.
+"""The Trainer factory (`make_trainer`) and tensor batches on the device.
+
+The classifiers, the vq parts and the diffusion parts train through `make_trainer`. Two do
+not yet: the federated engine builds a bare Lightning Trainer per run (one fit of all stacked
+clients, no logger or checkpoints: its curves go through `embedlab.live`), and the GAN trains
+in a plain loop (methods/gan/arms.py); both are issue 16's work.
 
 params decide accelerator, devices, precision, epochs/steps, seed, determinism,
 early stopping and checkpoints; DVCLive writes the curves DVC plots; a progress

@@ -4,8 +4,8 @@ global state as the in-process engine: the same core, wrapped as a ServerApp / C
 import numpy as np
 import torch
 
-from embedlab.methods.federated.clients import feature_shift_clients
 from embedlab.methods.federated import flower_app
+from embedlab.methods.federated.clients import feature_shift_clients
 from embedlab.methods.federated.engine import RunConfig, simulate
 from embedlab.methods.federated.nets import unstack
 

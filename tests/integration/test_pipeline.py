@@ -1,6 +1,8 @@
 """The whole DAG through real `dvc repro` on tiny params, and the gate stopping bad data."""
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,7 +65,7 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     for kind in ("resgen", "ar", "real"):
         assert is_score(vq_metrics["fd"][kind]) and is_score(vq_metrics["kid"][kind])
     assert vq_metrics["evaluator"]["sha256"] == metrics["weights"]["sha256"]  # which evaluator read the scores
-    from embedlab.methods.vq.method import load_parts
+    from embedlab.methods.vq.parts import load_parts
 
     tokenizer = load_parts(paths.model_dir("vq") / f"seed{vq_metrics['published']['seed']}")[0]
     expected = tokenizer.decode_indices(tokenizer.tokenize(x))
@@ -88,7 +90,7 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     scores = gan_metrics["tuning"]["scores"]
     assert {k.split("/")[0] for k in scores} == {"ring", "grid", "stacked_weak"}
     assert {len(v) for v in scores.values()} == {2}
-    from embedlab.methods.gan.method import load_generator
+    from embedlab.methods.gan.benchmarks import load_generator
     from embedlab.registry import download_bundle
 
     z = torch.randn(5, 32)
@@ -126,7 +128,7 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     info, states = load_runs(paths.model_dir("federated"))
     fed_bundle = download_bundle("federated", repo_copy / "downloaded_federated", paths=paths)
     published = json.loads((fed_bundle / "config.json").read_text())["published"]
-    assert set(published) == {"feature_shift", "label_skew"} and (fed_bundle / "feature_shift.pt").exists()
+    assert set(published) == {"feature_shift", "label_skew"} and (fed_bundle / "feature_shift.safetensors").exists()
     assert published["feature_shift"] == fed["published"]["feature_shift"]["run"]
     run_info = next(r for r in info["runs"] if r["key"] == published["feature_shift"])
     images = torch.randn(3, 5, 1, 16, 16, generator=torch.Generator().manual_seed(0))  # (B, clients, ...)
@@ -167,6 +169,22 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     assert parts.sample("ppap", torch.tensor([1, 2]), parts.scales["ppap"], seed=0).shape == (2, 1, 16, 16)
     for picture in ("accuracy_vs_scale.png", "samples_ppap.png", "samples_cfg.png", "samples_unguided.png"):
         assert (repo_copy / "plots/diffusion" / picture).stat().st_size > 0, picture
+
+    # The registry page's snippets run as written, against this registry (cwd: the repo).
+    monkeypatch.chdir(repo_copy)
+    namespace = {"images": np.asarray(x[:4], dtype=np.float32)}
+    page = (Path(__file__).resolve().parents[2] / "docs/registry.md").read_text()
+    snippets = re.findall(r"```python\n(.*?)```", page, flags=re.S)
+    assert len(snippets) >= 5
+    for code in snippets:
+        exec(compile(code, "docs/registry.md", "exec"), namespace)
+    assert tuple(namespace["samples"].shape) == (10, 1, 16, 16) and tuple(namespace["digits"].shape) == (64, 1, 16, 16)
+    assert set(namespace["nets"]) == {"feature_shift", "label_skew"} and tuple(namespace["logits"].shape) == (4, 5, 10)
+    assert tuple(namespace["guided"].shape) == (80, 1, 16, 16)
+    from embedlab.methods import get_model
+
+    reloaded = get_model("evaluator").load_bundle(download_bundle("evaluator", repo_copy / "eval-bundle", paths=paths))
+    assert torch.allclose(reloaded(x), local(x))
 
     second = run(["dvc", "repro"], repo_copy)
     assert "Running stage" not in second.stdout

@@ -9,7 +9,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -46,9 +45,9 @@ def prefect_server(tmp_path_factory):
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=2):
                     break
-            except OSError:
+            except OSError as exc:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"Prefect server did not start:\n{(home / 'server.log').read_text()[-2000:]}")
+                    raise RuntimeError(f"Prefect server did not start:\n{(home / 'server.log').read_text()[-2000:]}") from exc
                 time.sleep(0.5)
         yield {"url": url, "env": {**env, "PREFECT_API_URL": url}}
     finally:
@@ -132,9 +131,9 @@ def test_failed_gate_fails_the_flow_run_and_publishes_nothing(prefect_server, re
     np.savez(repo_copy / "bad.npz", images=np.stack(raw.images), labels=labels)
     set_params(repo_copy, {"data": {"source": "npz:bad.npz", "num_classes": 10}})
 
-    from flows.pipeline import pipeline
-
     from prefect.logging.handlers import APILogWorker
+
+    from flows.pipeline import pipeline
 
     with temporary_settings({PREFECT_API_URL: prefect_server["url"]}):
         state = pipeline(root=str(repo_copy), return_state=True)

@@ -129,8 +129,9 @@ def test_stratified_subset_spreads_classes_and_sizes_are_checked():
 
 def test_ggeur_clients_send_statistics_and_keep_their_weight():
     g = torch.Generator().manual_seed(0)
-    clients = [ClientData("a", torch.randn(30, 4, generator=g), torch.tensor([0] * 25 + [1] * 5), torch.zeros(1, 4), torch.zeros(1, dtype=torch.long)),
-               ClientData("b", torch.randn(20, 4, generator=g) + 3, torch.tensor([1] * 20), torch.zeros(1, 4), torch.zeros(1, dtype=torch.long))]
+    empty = (torch.zeros(1, 4), torch.zeros(1, dtype=torch.long))
+    clients = [ClientData("a", torch.randn(30, 4, generator=g), torch.tensor([0] * 25 + [1] * 5), *empty),
+               ClientData("b", torch.randn(20, 4, generator=g) + 3, torch.tensor([1] * 20), *empty)]
     sent = client_class_stats(clients[0], 2)
     assert set(sent) == {0, 1} and sent[0].count == 25  # statistics, no rows
     cfg_ = GGEURParams(per_sample=4, target_size=40)

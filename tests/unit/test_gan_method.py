@@ -3,10 +3,9 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
-
-import pytest
 
 from embedlab.io import save_weights
 from embedlab.methods.gan.benchmarks import (
@@ -17,9 +16,9 @@ from embedlab.methods.gan.benchmarks import (
     real_sampler,
     restore_generator,
 )
-from embedlab.methods.gan.method import choose_value, planned_jobs, published_seed, run_job, selection_jobs
-from embedlab.methods.gan.scoring import score_stacked, stacked_mode_count, stacked_readings
-from embedlab.params import ParamsError, Params, parse_params
+from embedlab.methods.gan.method import choose_value, planned_jobs, run_job, selection_jobs
+from embedlab.methods.gan.scoring import published_seed, score_stacked, stacked_mode_count, stacked_readings
+from embedlab.params import Params, ParamsError, parse_params
 
 # Ten grey levels, one per class: a channel filled with LEVELS[c] reads as class c.
 LEVELS = torch.linspace(-0.9, 0.9, 10)

@@ -7,6 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from embedlab.evaluation import class_histogram_kl, count_modes
+from embedlab.evaluation.modes import coverage, triple_modes
 from embedlab.methods.gan.losses import (
     ReplayBuffer,
     disomap_from_outputs,
@@ -21,8 +23,6 @@ from embedlab.methods.gan.losses import (
     mild_augment,
     sigma_at,
 )
-from embedlab.evaluation import class_histogram_kl, count_modes
-from embedlab.evaluation.modes import coverage, triple_modes
 from embedlab.methods.gan.modes import (
     assign_modes,
     grid_modes,

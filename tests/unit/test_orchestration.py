@@ -136,7 +136,7 @@ def test_overrides_run_as_a_dvc_experiment(tmp_path):
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
     subprocess.run(git + ["add", "-A"], cwd=tmp_path, check=True)
     subprocess.run(git + ["commit", "-qm", "fit"], cwd=tmp_path, check=True)
-    code, lines = orch.stream(orch.experiment_command(["fit"], {"model.lr": 0.5}, "lr-half"), tmp_path, lambda l: None)
+    code, lines = orch.stream(orch.experiment_command(["fit"], {"model.lr": 0.5}, "lr-half"), tmp_path, lambda line: None)
     assert code == 0, lines
     assert "0.5" in (tmp_path / "fit.txt").read_text()
     shown = subprocess.run(orch.dvc_command() + ["exp", "show", "--json"], cwd=tmp_path, env=orch.tool_env(),

@@ -83,7 +83,8 @@ def test_small_alpha_is_more_skewed_than_large():
     labels = np.repeat(np.arange(10), 200)
 
     def skew(alpha):
-        client, _ = dirichlet_partition(labels, 10, LabelSkewParams(num_clients=5, alpha=alpha, min_client_size=1), np.random.default_rng(1))
+        skew = LabelSkewParams(num_clients=5, alpha=alpha, min_client_size=1)
+        client, _ = dirichlet_partition(labels, 10, skew, np.random.default_rng(1))
         hist = np.array([np.bincount(labels[client == k], minlength=10) for k in range(5)], dtype=float)
         p = hist / hist.sum(1, keepdims=True)
         return float(np.mean(np.abs(p - 0.1).sum(1)))

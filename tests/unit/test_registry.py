@@ -109,7 +109,8 @@ def test_first_publish_is_champion_with_full_receipt(paths):
     receipt = publish("first", bundle(0.80), params(), paths)
 
     assert receipt["alias"] == "champion" and receipt["version"] == 1
-    assert receipt["name"] == "embedlab-first" and receipt["model"] == "first" and receipt["metric"] == "accuracy" and receipt["value"] == 0.80
+    assert receipt["name"] == "embedlab-first" and receipt["model"] == "first"
+    assert receipt["metric"] == "accuracy" and receipt["value"] == 0.80
     assert receipt["previous_champion_value"] is None and receipt["previous_champion_version"] is None
     assert receipt["tracking_uri"] == registry.tracking_uri(paths)
     assert receipt["git_commit"] == "unknown"  # the tmp root is no git repository
@@ -257,3 +258,34 @@ def test_git_commit_reads_head(tmp_path):
     head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True,
                           text=True, check=True).stdout.strip()
     assert registry.git_commit(tmp_path) == head
+
+
+def test_every_version_carries_a_model_card_readable_by_alias(paths, tmp_path):
+    """The card: what the model is, data hash, params, metrics with intervals, claims' verdicts,
+    the evaluator that read them, intended use and limits; as the description and an artifact."""
+    from mlflow import MlflowClient
+
+    card_bundle = bundle(0.0)
+    card_bundle.primary_metric = "published.accuracy"
+    card_bundle.metrics = {
+        "published": {"accuracy": {"value": 0.82, "lo": 0.77, "hi": 0.86, "n": 250, "method": "wilson"}},
+        "fd": {"ours": {"value": 12.5, "lo": 11.0, "hi": 14.0, "n": 500, "method": "bootstrap"}},
+        "claims": {"ours_vs_base": {"claim": "ours beats base", "verdict": "inconclusive",
+                                    "difference": {"value": 0.01, "lo": -0.02, "hi": 0.04, "n": 3}}},
+        "evaluator": {"sha256": "abc123", "file": "models/evaluator/model.safetensors"},
+    }
+    card_bundle.description = "seed 0, chosen on val"
+    card_bundle.limits = "Only 16x16 digits."
+    receipt = publish("carded", card_bundle, params(), paths)
+
+    card = registry.model_card_of("carded", "champion", paths)
+    assert card.startswith("# embedlab-carded\n\nseed 0, chosen on val")
+    assert f"data hash `{PREPARED_MD5}`" in card
+    assert "`published.accuracy` = 0.82 [0.77, 0.86]" in card
+    assert "| `fd.ours` | 12.5 [11, 14] (n = 500) |" in card
+    assert "| ours beats base | **inconclusive** | 0.01 [-0.02, 0.04] (n = 3) |" in card
+    assert "evaluator weights sha256 `abc123`" in card and "optim:\n  lr: 0.001" in card
+    assert "## Known limits\nOnly 16x16 digits." in card and "## Intended use" in card
+    client = MlflowClient(tracking_uri=receipt["tracking_uri"])
+    artifact = client.download_artifacts(receipt["run_id"], "model_card.md", str(tmp_path))
+    assert open(artifact).read() == card

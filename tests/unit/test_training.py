@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import torch
 
 from embedlab.params import ClassifierParams, Params, TrainerParams

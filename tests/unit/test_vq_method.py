@@ -30,7 +30,7 @@ def trained(tmp_path_factory, digits_prepared):
 
 
 def test_train_writes_all_three_parts(trained):
-    from embedlab.methods.vq.method import load_parts
+    from embedlab.methods.vq.parts import load_parts
 
     _, paths = trained
     tokenizer, resgen, ar, config = load_parts(paths.model_dir("vq") / "seed0")
@@ -78,15 +78,16 @@ def test_evaluate_and_publish(trained, monkeypatch, tmp_path):
     assert receipt["value"] == metrics["published"]["psnr"]["value"]
     assert receipt["interval"] == [metrics["published"]["psnr"]["lo"], metrics["published"]["psnr"]["hi"]]
     champion = load_model("vq", "champion", paths=paths)
-    tokenizer, _, _, _ = method.load_parts(paths.model_dir("vq") / f"seed{metrics['published']['seed']}")
+    tokenizer, _, _, _ = method.load_bundle(paths.model_dir("vq") / f"seed{metrics['published']['seed']}")
     x = torch.as_tensor(np.load(paths.prepared / "images.npy")[:4])
     assert torch.allclose(torch.as_tensor(np.asarray(champion(x))), tokenizer.decode_indices(tokenizer.tokenize(x)), atol=1e-5)
 
     # The bundle's files are enough to sample: config + weights of tokenizer and both priors.
+    from embedlab.methods.vq.scoring import sample_images
     from embedlab.registry import download_bundle
 
     folder = download_bundle("vq", tmp_path / "bundle", paths=paths)
-    tok2, resgen2, ar2, _ = method.load_parts(folder)
+    tok2, resgen2, ar2, _ = method.load_bundle(folder)
     assert torch.equal(tok2.codebooks, tokenizer.codebooks)
-    samples = method.sample_images(tok2, resgen2, torch.tensor([0, 1]), params.vq.prior, "resgen")
+    samples = sample_images(tok2, resgen2, torch.tensor([0, 1]), params.vq.prior, "resgen")
     assert samples.shape == (2, 1, 16, 16) and samples.abs().max() <= 1

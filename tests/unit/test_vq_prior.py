@@ -199,7 +199,7 @@ def _train(prior, tokens, labels, steps=150, lr=3e-3, batch=32):
         return value
 
     before = held_loss()
-    for step in range(steps):
+    for _ in range(steps):
         i = torch.randint(0, len(tokens), (batch,))
         loss = prior.loss(tokens[i], labels[i])
         opt.zero_grad()

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from embedlab.methods.vq.tokenizer import RVQTokenizer, psnr
+from embedlab.evaluation.scores import psnr
+from embedlab.methods.vq.tokenizer import RVQTokenizer
 
 LATENT = 8
 

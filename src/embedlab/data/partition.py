@@ -141,9 +141,9 @@ def report_table(setting: str, arrays: dict[str, np.ndarray], num_classes: int) 
 
 
 def check_report(table: pd.DataFrame, num_classes: int, min_train: dict[str, int]) -> pd.DataFrame:
-    from embedlab.data.schemas import partition_report_schema
-
     import pandera.errors
+
+    from embedlab.data.schemas import partition_report_schema
 
     try:
         partition_report_schema(num_classes).validate(table, lazy=True)

@@ -24,8 +24,8 @@ import numpy as np
 from embedlab.data import quality
 from embedlab.data.prepare import PreparedData, read_prepared
 from embedlab.data.schemas import PIXEL_TOLERANCE, SHOWN, check_manifest
-from embedlab.params import Params
 from embedlab.io import write_json_atomic
+from embedlab.params import Params
 from embedlab.paths import Paths
 
 SUMMARY_NAME = "summary.json"

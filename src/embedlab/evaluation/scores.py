@@ -58,3 +58,9 @@ def confusion_matrix(actual: np.ndarray, predicted: np.ndarray, num_classes: int
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, (np.asarray(actual), np.asarray(predicted)), 1)
     return matrix
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
+    """Per-image PSNR in dB for images in [-1, 1] (peak-to-peak 2)."""
+    mse = (x.float() - y.float()).pow(2).flatten(1).mean(1)
+    return 10.0 * torch.log10(data_range**2 / mse.clamp_min(1e-10))

@@ -1,15 +1,15 @@
 """Every trainable model, by the name dvc.yaml and the CLI use.
 
-Each entry resolves to an object (or module) with
-  train(params, paths) -> None
-  evaluate(params, paths, evaluator) -> dict   (writes metrics/<name>.json, plots/<name>/)
-  export(params, paths) -> registry.ModelBundle
-Adding a method = one package under methods/, one line here, one params section.
+Each entry resolves to an object or module implementing `methods.base.Method` (name,
+primary_metric, needs_evaluator, train, evaluate, export, load_bundle; tests/unit/
+test_interface.py checks every entry). Adding a method: docs/add-a-method.md.
 """
 
 from __future__ import annotations
 
 import importlib
+
+from embedlab.methods.base import Method
 
 MODELS: dict[str, str] = {
     "evaluator": "embedlab.classifier_stages:EVALUATOR",
@@ -21,7 +21,7 @@ MODELS: dict[str, str] = {
 }
 
 
-def get_model(name: str):
+def get_model(name: str) -> Method:
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
     module, _, attr = MODELS[name].partition(":")

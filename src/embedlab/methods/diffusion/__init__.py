@@ -1,1 +1,3 @@
-"""PPAP diffusion guidance (issue 4, groundwork): schedules, DDIM, UNet, LoRA experts."""
+"""PPAP diffusion guidance: DDPMs, LoRA guidance experts per noise range distilled data-free from
+the backbone, the supervised multi-expert baseline (method.py trains, scoring.py evaluates;
+docs/methods/diffusion.md)."""

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embedlab.io import write_json_atomic
-from embedlab.methods.diffusion.parts import (  # noqa: F401  (the stage, its tests and scoring use them)
+from embedlab.io import load_tensors, save_tensors, write_json_atomic
+from embedlab.methods.diffusion.parts import (
     NAME,
+    PRIMARY_METRIC,
     Parts,
     _backbone,
     build_unet,
@@ -34,10 +35,15 @@ from embedlab.methods.diffusion.parts import (  # noqa: F401  (the stage, its te
     schedule_of,
     seed_dir,
 )
+from embedlab.methods.diffusion.scoring import evaluate, export, load_bundle
 from embedlab.params import Params
 from embedlab.paths import Paths
 
+# The method interface (methods/base.py): this module trains; scoring.py evaluates and exports.
+name = NAME
+primary_metric = PRIMARY_METRIC
 needs_evaluator = True
+__all__ = ["name", "primary_metric", "needs_evaluator", "train", "evaluate", "export", "load_bundle"]
 SELECTION_SEED = 100  # the sweep's sampling seed: never one of the reported seeds
 
 
@@ -74,7 +80,7 @@ def train_ddpm(params: Params, paths: Paths, seed: int, conditional: bool) -> di
          _Steps(x, y, batch_size=p.batch_size, steps=p.steps, seed=stream))
     out = seed_dir(paths, seed)
     out.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.cpu() for k, v in module.ema.state_dict().items()}, out / f"{name}.pt")
+    save_tensors(module.ema.state_dict(), out / f"{name}.safetensors")
     return {f"seed{seed}/{name}": round(time.perf_counter() - start, 1)}
 
 
@@ -91,7 +97,7 @@ def kd_images(unet, params: Params, n: int, seed: int, image_size: int) -> tuple
 
 
 def train_experts(params: Params, paths: Paths, seed: int, which: list[int]) -> dict:
-    """PPAP experts `which` of one training seed, each saved as expert_<i>.pt (`collect` joins
+    """PPAP experts `which` of one training seed, each saved as expert_<i>.safetensors (`collect` joins
     them). Every worker of a seed draws the same distillation set (same seed)."""
     from embedlab.methods.diffusion.experts import expert_range
     from embedlab.methods.diffusion.lora import add_lora
@@ -100,7 +106,7 @@ def train_experts(params: Params, paths: Paths, seed: int, which: list[int]) -> 
     p = params.diffusion
     out = seed_dir(paths, seed)
     unet = build_unet(p)
-    unet.load_state_dict(torch.load(out / "ddpm_uncond.pt", weights_only=True))
+    unet.load_state_dict(load_tensors(out / "ddpm_uncond.safetensors"))
     start = time.perf_counter()
     kd = kd_images(unet, params, p.ppap.kd_samples, 1000 * seed + 7, int(_data(paths, "val")[0].shape[-1]))
     assert len(kd) == 1, "the distillation set must hold images only"
@@ -115,7 +121,7 @@ def train_experts(params: Params, paths: Paths, seed: int, which: list[int]) -> 
                                p.ppap.lr, p.ppap.tau)
         _fit(module, params, f"expert_{i}_seed{seed}", p.ppap.steps, stream,
              _Steps(*kd, batch_size=p.ppap.batch_size, steps=p.ppap.steps, seed=stream))
-        torch.save({k: v.cpu() for k, v in expert.state_dict().items()}, out / f"expert_{i}.pt")
+        save_tensors(expert.state_dict(), out / f"expert_{i}.safetensors")
         seconds[f"seed{seed}/expert_{i}"] = round(time.perf_counter() - t0, 1)
     return seconds
 
@@ -142,17 +148,18 @@ def train_supervised(params: Params, paths: Paths, seed: int, which: list[int]) 
         module = supervised_module(net, schedule_of(p), p.supervised_lr, expert_range(i, p.timesteps, p.ppap.experts))
         _fit(module, params, f"supervised_{i}_seed{seed}", p.ppap.steps, stream,
              _Steps(x, y, batch_size=p.ppap.batch_size, steps=p.ppap.steps, seed=stream))
-        torch.save({k: v.cpu() for k, v in net.state_dict().items()}, out / f"supervised_{i}.pt")
+        save_tensors(net.state_dict(), out / f"supervised_{i}.safetensors")
         seconds[f"seed{seed}/supervised_{i}"] = round(time.perf_counter() - t0, 1)
     return seconds
 
 
 def collect(model_dir: Path, kind: str, experts: int) -> None:
-    """<kind>_<i>.pt files -> <kind>.pt (a list in timestep order): experts, supervised."""
-    states = [torch.load(model_dir / f"{kind}_{i}.pt", weights_only=True) for i in range(experts)]
-    torch.save(states, model_dir / f"{kind}s.pt" if kind == "expert" else model_dir / f"{kind}.pt")
+    """<kind>_<i>.safetensors files -> <kind>s.safetensors (experts) or <kind>.safetensors
+    (supervised): a list in timestep order."""
+    states = [load_tensors(model_dir / f"{kind}_{i}.safetensors") for i in range(experts)]
+    save_tensors(states, model_dir / (f"{kind}s.safetensors" if kind == "expert" else f"{kind}.safetensors"))
     for i in range(experts):
-        (model_dir / f"{kind}_{i}.pt").unlink()
+        (model_dir / f"{kind}_{i}.safetensors").unlink()
 
 
 # ---- the arms ------------------------------------------------------------------------------
@@ -284,9 +291,9 @@ def train(params: Params, paths: Paths) -> None:
 def log_live(live_dir: Path, results: dict, seed: str) -> None:
     """dvclive/diffusion/: the first seed's scale sweep (backbone accuracy and backbone FD to val
     per arm, one step per scale index) and every seed's chosen scales."""
-    from dvclive import Live
+    from embedlab.live import open_live
 
-    with Live(str(live_dir), save_dvc_exp=False, dvcyaml=False, report=None) as live:
+    with open_live(live_dir) as live:
         live.summary["chosen_scale"] = {s: {arm: v["chosen"] for arm, v in per.items()}
                                         for s, per in results["scales"].items()}
         scales = results["scales"][seed]
@@ -298,5 +305,3 @@ def log_live(live_dir: Path, results: dict, seed: str) -> None:
                     live.log_metric(f"sweep/{arm}/backbone_accuracy", v["sweep"][i]["backbone_accuracy"])
                     live.log_metric(f"sweep/{arm}/backbone_fd_val", v["sweep"][i]["backbone_fd_val"])
 
-
-from embedlab.methods.diffusion.scoring import evaluate, export  # noqa: E402,F401  (the method interface)

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import torch
 
+from embedlab.io import load_tensors
 from embedlab.params import Params
 from embedlab.paths import Paths
 
 NAME = "diffusion"
+PRIMARY_METRIC = "published.guided_accuracy"  # the published seed's PPAP, guided accuracy
 GUIDED = ("naive", "supervised", "ppap", "cfg")
 
 
@@ -55,19 +57,19 @@ class Parts:
         self.image_size = image_size
         model_dir = Path(model_dir)
         self.uncond = build_unet(p)
-        self.uncond.load_state_dict(torch.load(model_dir / "ddpm_uncond.pt", weights_only=True))
+        self.uncond.load_state_dict(load_tensors(model_dir / "ddpm_uncond.safetensors"))
         self.cond = None
-        if (model_dir / "ddpm_cond.pt").exists():
+        if (model_dir / "ddpm_cond.safetensors").exists():
             self.cond = build_unet(p, self.num_classes)
-            self.cond.load_state_dict(torch.load(model_dir / "ddpm_cond.pt", weights_only=True))
+            self.cond.load_state_dict(load_tensors(model_dir / "ddpm_cond.safetensors"))
         supervised = []
-        for state in torch.load(model_dir / "supervised.pt", weights_only=True):
+        for state in load_tensors(model_dir / "supervised.safetensors"):
             net = copy.deepcopy(self.backbone)
             net.load_state_dict(state)
             supervised.append(net)
         self.supervised = MultiExpert(supervised, p.timesteps)
         experts = []
-        for state in torch.load(model_dir / "experts.pt", weights_only=True):
+        for state in load_tensors(model_dir / "experts.safetensors"):
             e = add_lora(self.backbone, p.ppap.rank, p.ppap.alpha)
             e.load_state_dict(state)
             experts.append(e)
@@ -81,7 +83,7 @@ class Parts:
         return ("unguided",) + tuple(a for a in GUIDED if a != "cfg" or self.cond is not None)
 
     @classmethod
-    def from_stage(cls, params: Params, paths: Paths, seed: int, device="cpu") -> "Parts":
+    def from_stage(cls, params: Params, paths: Paths, seed: int, device="cpu") -> Parts:
         meta = json.loads((paths.prepared / "meta.json").read_text())
         return cls(params.diffusion, seed_dir(paths, seed), _backbone(paths, device), int(meta["image_size"]), device)
 

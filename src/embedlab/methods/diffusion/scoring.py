@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embedlab.io import write_json_atomic
+from embedlab.io import load_tensors, write_json_atomic
 from embedlab.params import Params
 from embedlab.paths import Paths
 
@@ -131,6 +131,8 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
                               p.sweep_per_class)
     metrics["sweep"] = sweep_rows
     write_json_atomic(paths.metrics(NAME), metrics)
+    from embedlab.methods.diffusion.plots import plot_all
+
     plot_all(paths.plots(NAME), first_images, labels, parts.num_classes, sweep_rows, metrics)
     return metrics
 
@@ -148,37 +150,6 @@ def _score_sweep(model_dir: Path, scales: dict, evaluator, num_classes: int, per
             rows.append({**row, "evaluator_accuracy": round(class_accuracy(predict(evaluator, images)[0], labels), 4)})
         out[arm] = {"chosen": entry["chosen"], "rows": rows}
     return out
-
-
-def plot_all(out: Path, images: dict, labels: torch.Tensor, num_classes: int, sweep: dict, metrics: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    from embedlab.evaluation.grids import class_grid, save_grid
-
-    out.mkdir(parents=True, exist_ok=True)
-    for arm, imgs in images.items():
-        grid = class_grid(imgs.numpy(), labels.numpy(), num_classes, 10)
-        save_grid(grid, out / f"samples_{arm}.png", per_row=10)
-    rows = [{"arm": arm, **r} for arm, entry in sweep.items() for r in entry["rows"]]
-    pd.DataFrame(rows).to_csv(out / "accuracy_vs_scale.csv", index=False)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for arm, entry in sweep.items():
-        xs = [r["scale"] for r in entry["rows"]]
-        for ax, key in zip(axes, ("evaluator_accuracy", "backbone_accuracy")):
-            ax.plot(xs, [r[key] for r in entry["rows"]], marker="o", label=f"{arm} (chosen {entry['chosen']:g})")
-    for ax, title in zip(axes, ("evaluator accuracy on the requested class (scores)", "backbone accuracy (selects the scale)")):
-        ax.set_xscale("log")
-        ax.set_xlabel("guidance scale (cfg: w)")
-        ax.set_title(title, fontsize=9)
-        ax.set_ylim(0, 1.02)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_scale.png", dpi=110)
-    plt.close(fig)
 
 
 # ---- registry --------------------------------------------------------------------------------
@@ -213,7 +184,7 @@ class UnguidedSampler(torch.nn.Module):
 def export(params: Params, paths: Paths):
     """The published seed's parts (chosen on the backbone's sweep, `published_seed`), its
     unguided sampler as the program, gated on that seed's PPAP guided accuracy."""
-    from embedlab.methods.diffusion.parts import NAME, Parts, seed_dir
+    from embedlab.methods.diffusion.parts import NAME, PRIMARY_METRIC, Parts, seed_dir
     from embedlab.registry import ModelBundle
 
     metrics = json.loads(paths.metrics(NAME).read_text())
@@ -222,23 +193,19 @@ def export(params: Params, paths: Paths):
     program = UnguidedSampler(parts.uncond, parts.schedule, params.diffusion.ddim_steps, params.diffusion.ddim_clip)
     s = parts.image_size
     example = torch.randn(2, 1, s, s, generator=torch.Generator().manual_seed(0)).numpy().astype(np.float32)
-    import atexit
-    import shutil
-    import tempfile
-
-    scratch = Path(tempfile.mkdtemp(prefix="embedlab-diffusion-bundle-"))
-    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     config = {"diffusion": params.diffusion.model_dump(), "seed": seed, "scales": metrics["scale"][str(seed)],
               "image_size": s, "backbone": json.loads((paths.model_dir("backbone") / "config.json").read_text())}
-    (scratch / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     folder = seed_dir(paths, seed)
-    files = [scratch / "config.json"] + [folder / f for f in ("ddpm_uncond.pt", "ddpm_cond.pt", "experts.pt", "supervised.pt")
-                                         if (folder / f).exists()]
-    shutil.copy(paths.model_dir("backbone") / "model.safetensors", scratch / "backbone.safetensors")
-    files.append(scratch / "backbone.safetensors")
-    return ModelBundle(module=program, input_example=example, primary_metric="published.guided_accuracy",
+    names = ("ddpm_uncond", "ddpm_cond", "experts", "supervised")
+    files = [folder / f"{n}.safetensors" for n in names if (folder / f"{n}.safetensors").exists()]
+    # The backbone rides along under its bundle name (the experts are LoRA over it).
+    backbone = load_tensors(paths.model_dir("backbone") / "model.safetensors")
+    return ModelBundle(module=program, input_example=example, primary_metric=PRIMARY_METRIC,
                        metrics=metrics, params=params.diffusion.model_dump(), artifacts=files,
-                       description=f"PPAP, training seed {seed}: {metrics['published']['chosen_by']}")
+                       files={"config.json": config, "backbone.safetensors": backbone},
+                       description=f"PPAP, training seed {seed}: {metrics['published']['chosen_by']}",
+                       limits="The program samples unguided; guided sampling needs the bundle's parts and the "
+                              "backbone. 16x16 greyscale digits only.")
 
 
 def load_bundle(bundle_dir: Path, device="cpu"):

@@ -79,7 +79,7 @@ class UNet(nn.Module):
         self.mid = ResBlock(c, c, t_dim)
         self.attn = Attention(c) if attention else nn.Identity()
         self.up = nn.ModuleList()
-        for i, ch in reversed(list(enumerate(channels))):
+        for ch in reversed(channels):
             self.up.append(ResBlock(c + ch, ch, t_dim))
             c = ch
         self.out = nn.Sequential(nn.GroupNorm(_groups(c), c), nn.SiLU(), nn.Conv2d(c, in_channels, 3, padding=1))

@@ -20,20 +20,25 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from embedlab.io import write_json_atomic
+from embedlab.io import save_tensors, write_json_atomic
 from embedlab.methods.federated.runs import (
     NAME,
+    PRIMARY_METRIC,
     Job,
     job_clients,
     planned_jobs,
     run_config,
 )
+from embedlab.methods.federated.scoring import evaluate, export, load_bundle
 from embedlab.params import Params
 from embedlab.paths import Paths
 
+# The method interface (methods/base.py): this module trains; scoring.py evaluates and exports.
+name = NAME
+primary_metric = PRIMARY_METRIC
 needs_evaluator = False  # these models classify for themselves, scored on test labels
+__all__ = ["name", "primary_metric", "needs_evaluator", "train", "evaluate", "export", "load_bundle"]
 
 
 def run_job(job: Job, params: Params, root: Path, num_classes: int, image_size: int, progress: bool = False) -> dict:
@@ -105,9 +110,7 @@ def train(params: Params, paths: Paths) -> None:
     results = run_all(params, paths.root, jobs, num_classes, image_size, progress=params.trainer.progress_bar)
     model_dir = paths.model_dir(NAME)
     model_dir.mkdir(parents=True, exist_ok=True)
-    tmp = model_dir / "runs.pt.tmp"
-    torch.save({r["key"]: r.pop("states") for r in results}, tmp)
-    tmp.replace(model_dir / "runs.pt")
+    save_tensors({r["key"]: r.pop("states") for r in results}, model_dir / "runs.safetensors")
     log_live(paths.dvclive(NAME), params, results)
     write_json_atomic(model_dir / "runs.json", {
         "num_classes": num_classes, "image_size": image_size,
@@ -118,7 +121,7 @@ def train(params: Params, paths: Paths) -> None:
 def log_live(live_dir: Path, params: Params, results: list[dict]) -> None:
     """dvclive/federated/: the mean val-accuracy curve per algorithm (default feature-shift size
     and default label-skew alpha), one step per round."""
-    from dvclive import Live
+    from embedlab.live import open_live
 
     size = params.federated.feature_shift.samples_per_client
     curves: dict[str, list] = {}
@@ -126,7 +129,7 @@ def log_live(live_dir: Path, params: Params, results: list[dict]) -> None:
         job = r["job"]
         if (job["setting"], job["size"]) in (("feature_shift", size), ("label_skew", 0)):
             curves.setdefault(f"{job['setting']}/{job['algorithm']}", []).append(r["val_curve"])
-    with Live(str(live_dir), save_dvc_exp=False, dvcyaml=False, report=None) as live:
+    with open_live(live_dir) as live:
         length = max((len(c[0]) for c in curves.values()), default=0)
         for i in range(length):
             live.step = i + 1
@@ -134,5 +137,3 @@ def log_live(live_dir: Path, params: Params, results: list[dict]) -> None:
                 if i < len(runs[0]):
                     live.log_metric(f"{name}/val_acc", float(np.mean([c[i] for c in runs])))
 
-
-from embedlab.methods.federated.scoring import evaluate, export  # noqa: E402,F401  (the method interface)

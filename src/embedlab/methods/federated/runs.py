@@ -10,10 +10,12 @@ from pathlib import Path
 
 import torch
 
+from embedlab.io import load_tensors
 from embedlab.params import Params
 from embedlab.paths import Paths
 
 NAME = "federated"
+PRIMARY_METRIC = "published.accuracy"  # the published feature-shift variant, test accuracy
 FS_ALGOS_HEAD = ("fedavg_head", "ggeur")
 LS_ALGOS = ("fedavg", "fedavg_ggeur", "fedprox", "fedprox_ggeur")
 
@@ -121,5 +123,5 @@ def job_clients(params: Params, root: Path, job: Job, eval_split: str, num_class
 def load_runs(model_dir: Path) -> tuple[dict, dict]:
     """(runs.json, {key: stacked states}) of a trained stage."""
     info = json.loads((model_dir / "runs.json").read_text())
-    states = torch.load(model_dir / "runs.pt", map_location="cpu", weights_only=True)
+    states = load_tensors(model_dir / "runs.safetensors")
     return info, states

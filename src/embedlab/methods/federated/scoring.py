@@ -1,6 +1,6 @@
 """evaluate@federated: test accuracy of every trained run, tables over seeds, plots; export.
 
-The test split is read here only. Each run's final networks are rebuilt from runs.pt and
+The test split is read here only. Each run's final networks are rebuilt from runs.safetensors and
 scored on every client's own test shard:
   feature_shift.accuracy  mean over clients of per-client test accuracy
   label_skew.accuracy     pooled test accuracy (all clients' test shards: the whole test split)
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embedlab.io import write_json_atomic
+from embedlab.io import load_tensors, write_json_atomic
 from embedlab.params import Params
 from embedlab.paths import Paths
 
@@ -153,59 +153,14 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     metrics["seeds"] = list(f.seeds)
     metrics["wall_seconds"] = {"train": info["wall_seconds"], **{a: round(s, 1) for a, s in seconds.items()}}
     write_json_atomic(paths.metrics(NAME), metrics)
+    from embedlab.methods.federated.plots import plot_all
+
     plot_all(paths.plots(NAME), curves, per_client, metrics, fs, settings, params)
     return metrics
 
 
-def plot_all(out: Path, curves, per_client, metrics: dict, fs, settings: dict, params: Params) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    groups = [("feature_shift", fs.samples_per_client, f"feature shift, {fs.samples_per_client} per client")]
-    groups += [(s, 0, f"label skew, alpha {a:g}") for s, a in settings.items()]
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 3.6), squeeze=False)
-    for ax, (setting, size, title) in zip(axes[0], groups):
-        for algo, runs in curves[(setting, size)].items():
-            mean = np.mean(runs, axis=0)
-            ax.plot(np.arange(1, len(mean) + 1), mean, label=algo)
-            rows += [{"setting": setting, "size": size, "algorithm": algo, "round": i + 1, "val_accuracy": round(float(v), 4)}
-                     for i, v in enumerate(mean)]
-        ax.set_title(title)
-        ax.set_xlabel("round")
-        ax.set_ylabel("val accuracy (mean over clients and seeds)")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_round.png", dpi=110)
-    plt.close(fig)
-    pd.DataFrame(rows).to_csv(out / "accuracy_vs_round.csv", index=False)
-
-    bars = [("feature_shift", metrics["feature_shift"]["per_client"]), ("label_skew", metrics["label_skew"]["per_client"])]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
-    crow = []
-    for ax, (setting, table) in zip(axes, bars):
-        algos = list(table)
-        names = list(next(iter(table.values())))
-        width = 0.8 / max(1, len(algos))
-        for i, algo in enumerate(algos):
-            vals = [table[algo][n] for n in names]
-            ax.bar(np.arange(len(names)) + i * width, vals, width, label=algo)
-            crow += [{"setting": setting, "algorithm": algo, "client": n, "test_accuracy": v} for n, v in zip(names, vals)]
-        ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=30, fontsize=7)
-        ax.set_ylim(0, 1.02)
-        ax.set_title(f"{setting}: test accuracy per client (mean over seeds)")
-        ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out / "per_client_accuracy.png", dpi=110)
-    plt.close(fig)
-    pd.DataFrame(crow).to_csv(out / "per_client_accuracy.csv", index=False)
-
-
 # ---- registry -------------------------------------------------------------------------------
+
 
 class _Personalised(torch.nn.Module):
     """The published feature-shift program: every client's personalised network, stacked.
@@ -256,7 +211,7 @@ def _published_accuracy(published: dict, info: dict, all_states: dict, params: P
 
 
 def export(params: Params, paths: Paths):
-    from embedlab.methods.federated.runs import NAME, load_runs
+    from embedlab.methods.federated.runs import NAME, PRIMARY_METRIC, load_runs
     from embedlab.registry import ModelBundle
 
     model_dir = paths.model_dir(NAME)
@@ -265,20 +220,9 @@ def export(params: Params, paths: Paths):
     published = metrics["published"]  # chosen on val by evaluate (published_variant)
     chosen = {setting: published[setting]["run"] for setting in ("feature_shift", "label_skew")}
     runs = {r["key"]: r for r in info["runs"]}
-    # The bundle's files are made in a scratch folder (models/federated is train's output and
-    # must not change after it), removed when the publishing process ends.
-    import atexit
-    import shutil
-    import tempfile
-
-    bundle_dir = Path(tempfile.mkdtemp(prefix="embedlab-federated-bundle-"))
-    atexit.register(shutil.rmtree, bundle_dir, ignore_errors=True)
-    files = []
-    for setting, key in chosen.items():
-        run = runs[key]
-        torch.save(all_states[key], bundle_dir / f"{setting}.pt")
-        files.append(bundle_dir / f"{setting}.pt")
-    config = {
+    # The bundle's files are made by publish (models/federated is train's output and must not change).
+    files = {f"{setting}.safetensors": all_states[key] for setting, key in chosen.items()}
+    files["config.json"] = {
         "published": chosen,
         "feature_shift": {"clients": runs[chosen["feature_shift"]]["clients"], "model": runs[chosen["feature_shift"]]["config"]["model"],
                           "per_client_keys": runs[chosen["feature_shift"]]["local_keys"],
@@ -287,21 +231,21 @@ def export(params: Params, paths: Paths):
         "label_skew": {"model": runs[chosen["label_skew"]]["config"]["model"],
                        "note": "one global linear head over the backbone's embeddings (models/backbone)"},
     }
-    (bundle_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    files.append(bundle_dir / "config.json")
     net = _rebuild(runs[chosen["feature_shift"]], all_states[chosen["feature_shift"]])
     k = len(runs[chosen["feature_shift"]]["clients"])
     s = info["image_size"]
     example = torch.randn(2, k, 1, s, s, generator=torch.Generator().manual_seed(0)).numpy().astype(np.float32)
     return ModelBundle(
-        module=_Personalised(net), input_example=example, primary_metric="published.accuracy",
-        metrics=metrics, params=params.federated.model_dump(), artifacts=files,
+        module=_Personalised(net), input_example=example, primary_metric=PRIMARY_METRIC,
+        metrics=metrics, params=params.federated.model_dump(), files=files,
+        limits="Clients are synthetic domains of one digit set (feature shift) or Dirichlet label splits; slot k "
+               "of the program expects images of client k's domain.",
         description=(f"feature shift: {published['feature_shift']['algorithm']} (seed {published['seed']}), "
                      f"label skew head: {published['label_skew']['algorithm']}; chosen by {published['chosen_by']}"),
     )
 
 
-def load_bundle(bundle_dir: Path) -> dict[str, torch.nn.Module]:
+def load_bundle(bundle_dir: Path, device="cpu") -> dict[str, torch.nn.Module]:
     """The published networks from a downloaded bundle (`registry.download_bundle`):
     "feature_shift" -> every client's personalised CNN, stacked (slot k = client k, in
     config["feature_shift"]["clients"] order); "label_skew" -> the global linear head over the
@@ -311,10 +255,10 @@ def load_bundle(bundle_dir: Path) -> dict[str, torch.nn.Module]:
     config = json.loads((Path(bundle_dir) / "config.json").read_text())
     nets = {}
     for setting in ("feature_shift", "label_skew"):
-        states = torch.load(Path(bundle_dir) / f"{setting}.pt", map_location="cpu", weights_only=True)
+        states = load_tensors(Path(bundle_dir) / f"{setting}.safetensors", device)
         first = next(iter(states["net"].values()))
         clients = len(config[setting].get("clients", [])) or first.shape[0]
         net = build_model(config[setting]["model"], clients)
         net.load_state_dict(states["net"])
-        nets[setting] = net.eval()
+        nets[setting] = net.to(device).eval()
     return nets

@@ -1,1 +1,2 @@
-"""GAN entropy regularisation (MEE, issue 5, in progress): building blocks, not yet in dvc.yaml."""
+"""GAN entropy regularisation (MEE): DCGAN, MaF, MaF + DIsoMap (+ DLLE) and MEE on 2-D mixtures,
+stacked digits and plain digits (method.py trains, scoring.py evaluates; docs/methods/gan.md)."""

@@ -14,8 +14,8 @@ wall time is reported beside, since MEE's extra D passes cost more per step.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor, nn

@@ -21,6 +21,7 @@ from embedlab.io import load_weights
 from embedlab.params import Params
 
 NAME = "gan"
+PRIMARY_METRIC = "published.modes_covered"  # the published MEE generator, stacked_weak
 TOY = ("ring", "grid")
 IMAGE = ("stacked_weak", "stacked_full", "digits")
 # Where each benchmark's hyperparameters are tuned (on the selection seed).

@@ -15,7 +15,7 @@ by at most one between positions, in training exactly as in sampling.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

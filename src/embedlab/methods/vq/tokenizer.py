@@ -20,12 +20,6 @@ from torch import nn
 from vector_quantize_pytorch import ResidualVQ
 
 
-def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
-    """Per-image PSNR in dB for images in [-1, 1] (peak-to-peak 2)."""
-    mse = (x.float() - y.float()).pow(2).flatten(1).mean(1)
-    return 10.0 * torch.log10(data_range**2 / mse.clamp_min(1e-10))
-
-
 @contextmanager
 def evaluating(module: nn.Module):
     """Eval mode (no dropout, no codebook updates) for the block, then the caller's mode

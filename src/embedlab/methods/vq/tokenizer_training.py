@@ -6,7 +6,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from embedlab.methods.vq.tokenizer import RVQTokenizer, psnr
+from embedlab.evaluation.scores import psnr
+from embedlab.methods.vq.tokenizer import RVQTokenizer
 from embedlab.params import VQTokenizerParams
 from embedlab.training import adamw_cosine, random_shift
 

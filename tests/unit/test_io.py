@@ -1,0 +1,41 @@
+"""Every weight file is safetensors: nested trees of tensors round-trip exactly, nothing is pickled."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from embedlab.io import load_tensors, save_tensors
+
+
+def test_tree_of_tensors_round_trips(tmp_path):
+    base = torch.arange(12.0).reshape(3, 4)
+    tree = {
+        "feature_shift/fedbn/n10/s0": {"net": {"conv.weight": base, "bn.running_mean": torch.zeros(4)}},
+        "odd%key": [{"w": base[0]}, {"w": base[1:]}],   # views of one storage: saved apart
+        "empty_list": [], "empty_dict": {},
+        "codebooks": torch.randn(2, 3, dtype=torch.float64),
+        "steps": torch.tensor([1, 2], dtype=torch.long),
+    }
+    save_tensors(tree, tmp_path / "t.safetensors")
+    back = load_tensors(tmp_path / "t.safetensors")
+    assert set(back) == set(tree)
+    assert torch.equal(back["feature_shift/fedbn/n10/s0"]["net"]["conv.weight"], base)
+    assert isinstance(back["odd%key"], list) and torch.equal(back["odd%key"][1]["w"], base[1:])
+    assert back["empty_list"] == [] and back["empty_dict"] == {}
+    assert back["codebooks"].dtype == torch.float64 and back["steps"].dtype == torch.long
+    # A bare list at the root too (the diffusion experts' file).
+    save_tensors([{"a": torch.ones(1)}, {"a": torch.zeros(1)}], tmp_path / "l.safetensors")
+    assert [float(s["a"]) for s in load_tensors(tmp_path / "l.safetensors")] == [1.0, 0.0]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_non_tensor_is_refused_by_name_and_nothing_is_written(tmp_path):
+    with pytest.raises(TypeError, match="net/lr is a float"):
+        save_tensors({"net": {"lr": 0.1}}, tmp_path / "bad.safetensors")
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_file_names_itself(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.safetensors: missing"):
+        load_tensors(tmp_path / "nope.safetensors")
