@@ -7,18 +7,16 @@ out-of-range value stops a stage before any work, naming the key and the range.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+
+from embedlab.sections import PositiveFloats, Section
 
 
 class ParamsError(ValueError):
     """params.yaml is unreadable or holds an unknown key or a bad value."""
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DataParams(Section):
@@ -72,16 +70,6 @@ class FeatureShiftParams(Section):
         return value
 
 
-def _all_positive(values: list[float]) -> list[float]:
-    if any(v <= 0 for v in values):
-        raise ValueError(f"{values} must all be > 0")
-    return values
-
-
-# A list of positive numbers (pydantic names the key in the error).
-PositiveFloats = Annotated[list[float], AfterValidator(_all_positive)]
-
-
 class LabelSkewParams(Section):
     num_clients: int = Field(5, ge=2, le=1000)
     alpha: float = Field(0.5, gt=0.0, le=1000.0)
@@ -121,273 +109,6 @@ class ClassifierParams(Section):
     augment_shift: int = Field(1, ge=0, le=8)
 
 
-class VQTokenizerParams(Section):
-    hidden: int = Field(64, ge=8, le=1024)
-    latent_dim: int = Field(32, ge=4, le=512)
-    downsample: int = Field(4, ge=1, le=16)
-    num_quantizers: int = Field(8, ge=1, le=32)
-    codebook_size: int = Field(64, ge=2, le=65536)
-    decay: float = Field(0.9, gt=0.0, lt=1.0)
-    commitment_weight: float = Field(0.25, ge=0.0, le=10.0)
-    dead_code_threshold: float = Field(2.0, ge=0.0)
-    lr: float = Field(2e-3, gt=0.0, le=1.0)
-    batch_size: int = Field(64, ge=1, le=65536)
-    max_epochs: int = Field(60, ge=1, le=10_000)
-    patience: int = Field(10, ge=1)
-    augment_shift: int = Field(1, ge=0, le=8)
-
-
-class VQPriorParams(Section):
-    width: int = Field(128, ge=8, le=4096)
-    layers: int = Field(4, ge=1, le=64)
-    heads: int = Field(4, ge=1, le=64)
-    mixtures: int = Field(8, ge=1, le=256)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    class_dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    lr: float = Field(1e-3, gt=0.0, le=1.0)
-    batch_size: int = Field(128, ge=1, le=65536)
-    max_epochs: int = Field(60, ge=1, le=10_000)  # the ResGen prior
-    ar_max_epochs: int = Field(60, ge=1, le=10_000)  # the AR baseline (8x the tokens per image at D=8)
-    patience: int = Field(8, ge=1)
-    augment_copies: int = Field(4, ge=0, le=64)
-    steps: int = Field(8, ge=1, le=1024)
-    guidance: float = Field(2.0, ge=0.0, le=50.0)
-    temperature: float = Field(1.0, gt=0.0, le=10.0)
-
-
-class VQParams(Section):
-    # Training seeds: each retrains the tokenizer and both priors (what ResGen vs AR compares).
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    workers: int = Field(2, ge=1, le=64)  # CPU processes, one thread each (in-process on a GPU)
-    tokenizer: VQTokenizerParams = VQTokenizerParams()
-    prior: VQPriorParams = VQPriorParams()
-    eval_depths: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
-    samples_per_class: int = Field(100, ge=2, le=100_000)
-    timing_depths: list[int] = Field(default_factory=lambda: [2, 8], min_length=1)
-    timing_samples: int = Field(1000, ge=1, le=1_000_000)
-
-    @model_validator(mode="after")
-    def _depths_within_rvq(self):
-        too_deep = [d for d in self.eval_depths if not 1 <= d <= self.tokenizer.num_quantizers]
-        if too_deep:
-            raise ValueError(
-                f"eval_depths {too_deep} outside 1..tokenizer.num_quantizers={self.tokenizer.num_quantizers}"
-            )
-        return self
-
-
-GANArm = Literal["dcgan", "maf", "maf+disomap", "maf+disomap+dlle", "mee"]
-ALL_GAN_ARMS = ["dcgan", "maf", "maf+disomap", "maf+disomap+dlle", "mee"]
-
-
-class GANLossParams(Section):
-    """MaF / MEE terms, shared by every benchmark."""
-
-    embedding_dim: int = Field(16, ge=1, le=1024)  # m, the embedding discriminator's output
-    maf_form: Literal["linear", "nonsaturating"] = "nonsaturating"
-    maf_scale: float = Field(16.0, gt=0.0, le=1000.0)  # nonsaturating form: softplus(scale * mean_k D_k)
-    lambda_dlle: float = Field(0.1, ge=0.0, le=1000.0)
-    lambda_disomap: float = Field(1.0, ge=0.0, le=1000.0)
-    disomap_distance: Literal["mse", "cosine"] = "mse"
-    sigma: float = Field(1.0, ge=0.0, le=100.0)  # the entropy weight (MEE's released default); mee tunes it
-    sigma_ramp: float = Field(0.25, ge=0.0, le=1.0)  # share of the steps over which sigma ramps up
-    buffer_size: int = Field(1024, ge=1, le=1_000_000)
-
-
-TUNABLE = Literal["lr_scale", "sigma", "lambda_dlle", "lambda_disomap"]
-
-
-class GANTune(Section):
-    """One arm's tuning: `key` takes each of `values` on the selection seed; the benchmark's
-    mode count (the backbone's, for images) picks one. `lr_scale` multiplies the benchmark's lr."""
-
-    key: TUNABLE
-    values: PositiveFloats = Field(min_length=1)
-
-
-
-class GANTuningParams(Section):
-    """The same budget for every arm: one hyperparameter each, the same number of values."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-    dcgan: GANTune = GANTune(key="lr_scale", values=[0.5, 1.0, 2.0])
-    maf: GANTune = GANTune(key="lr_scale", values=[0.5, 1.0, 2.0])
-    maf_disomap: GANTune = Field(GANTune(key="lambda_disomap", values=[0.3, 1.0, 3.0]), alias="maf+disomap")
-    maf_disomap_dlle: GANTune = Field(GANTune(key="lambda_dlle", values=[0.01, 0.1, 1.0]), alias="maf+disomap+dlle")
-    mee: GANTune = GANTune(key="sigma", values=[0.1, 0.3, 1.0])
-
-    def of(self, arm: str) -> GANTune:
-        return getattr(self, arm.replace("+", "_"))
-
-    def key(self, arm: str) -> str:
-        return self.of(arm).key
-
-    @model_validator(mode="after")
-    def _same_budget(self):
-        sizes = {arm: len(self.of(arm).values) for arm in ALL_GAN_ARMS}
-        if len(set(sizes.values())) != 1:
-            raise ValueError(f"every arm needs the same number of tuning values (the same budget), got {sizes}")
-        return self
-
-
-class GANToyParams(Section):
-    """The 2-D mixtures: a ring of 8 and a 5 x 5 grid of Gaussians, MLP nets."""
-
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
-    arms: list[GANArm] = Field(default_factory=lambda: list(ALL_GAN_ARMS), min_length=1)
-    steps: int = Field(1500, ge=1, le=10_000_000)
-    batch_size: int = Field(128, ge=2, le=65536)
-    hidden: int = Field(64, ge=4, le=4096)
-    layers: int = Field(3, ge=1, le=16)
-    z_dim: int = Field(8, ge=1, le=1024)
-    input_scale: float = Field(1.0, gt=0.0, le=1000.0)
-    lr: float = Field(5e-4, gt=0.0, le=1.0)
-    betas: tuple[float, float] = (0.5, 0.999)
-    ring_radius: float = Field(2.0, gt=0.0)
-    ring_std: float = Field(0.1, gt=0.0)
-    grid_spacing: float = Field(2.0, gt=0.0)
-    grid_std: float = Field(0.1, gt=0.0)
-    aug_noise: float = Field(0.01, ge=0.0)  # DLLE's "mild augmentation" of a point
-    eval_samples: int = Field(2500, ge=1, le=10_000_000)
-    selection_seed: int = Field(100, ge=0)  # the sigma sweep's runs: not one of the reported seeds
-
-
-class GANImageParams(Section):
-    """Stacked digits (weakened and full-capacity D) and plain digits, conv nets."""
-
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    arms: list[GANArm] = Field(default_factory=lambda: list(ALL_GAN_ARMS), min_length=1)  # weakened-D stacked
-    compare_arms: list[GANArm] = Field(default_factory=lambda: ["dcgan", "maf", "mee"], min_length=1)  # full D, digits
-    full_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)  # full-capacity stacked (a reference)
-    selection_seed: int = Field(100, ge=0)  # the sigma sweep's run: not one of the reported seeds
-    steps: int = Field(2000, ge=1, le=10_000_000)
-    batch_size: int = Field(64, ge=2, le=65536)
-    z_dim: int = Field(32, ge=1, le=1024)
-    gen_width: int = Field(16, ge=1, le=1024)
-    disc_width: int = Field(16, ge=1, le=1024)  # full capacity
-    weak_disc_width: int = Field(8, ge=1, le=1024)  # the weakened D (PacGAN / VEEGAN protocol)
-    lr: float = Field(2e-4, gt=0.0, le=1.0)
-    betas: tuple[float, float] = (0.5, 0.999)
-    aug_shift: float = Field(1.0, ge=0.0, le=8.0)
-    aug_degrees: float = Field(10.0, ge=0.0, le=45.0)
-    aug_noise: float = Field(0.05, ge=0.0, le=1.0)
-    eval_samples: int = Field(10_000, ge=10, le=10_000_000)  # stacked samples per generator (1,000 modes)
-    fd_samples: int = Field(2000, ge=2, le=10_000_000)  # plain-digit samples per generator for the FD
-
-
-class GANParams(Section):
-    loss: GANLossParams = GANLossParams()
-    tuning: GANTuningParams = GANTuningParams()
-    toy: GANToyParams = GANToyParams()
-    image: GANImageParams = GANImageParams()
-    workers: int = Field(2, ge=1, le=64)  # CPU processes, one thread each (small nets: faster than threads)
-
-
-class FedTrainParams(Section):
-    rounds: int = Field(30, ge=1, le=100_000)
-    local_steps: int = Field(10, ge=1, le=100_000)  # every client, every round (equal steps)
-    batch_size: int = Field(32, ge=1, le=65536)
-    lr: float = Field(0.05, gt=0.0, le=10.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(5e-4, ge=0.0, le=1.0)
-    fedprox_mu: float = Field(0.01, ge=0.0, le=100.0)
-
-
-class FRAugParams(Section):
-    noise_dim: int = Field(16, ge=1, le=4096)
-    hidden: int = Field(64, ge=1, le=4096)
-    lr: float = Field(0.01, gt=0.0, le=10.0)  # generator and RTNet (Adam)
-    rho: float = Field(0.1, ge=0.0, le=100.0)  # weight of the synthetic embeddings in the head's loss
-    lambda_g: float = Field(1.0, ge=0.0, le=100.0)  # generator: distance to the local class means
-    lambda_r: float = Field(1.0, ge=0.0, le=100.0)  # RTNet: MMD to the real local embeddings
-    rtnet_init_scale: float = Field(0.1, ge=0.0, le=10.0)
-    warmup_rounds: int = Field(5, ge=0, le=100_000)  # FedBN rounds before augmentation starts
-
-
-class GGEURParams(Section):
-    scale: Literal["sqrt", "linear"] = "sqrt"  # sqrt: the pooled covariance (paper); linear: released code
-    per_sample: int = Field(10, ge=1, le=10_000)  # new embeddings drawn around each real one
-    target_size: int = Field(50, ge=1, le=1_000_000)  # per class and client after combining
-    prototype_samples: int = Field(10, ge=1, le=10_000)  # multi-domain: drawn around each other domain's mean
-
-
-class FedFeatureShiftParams(FedTrainParams):
-    samples_per_client: int = Field(30, ge=1)
-    sizes: list[int] = Field(default_factory=lambda: [30, 100, 250], min_length=1)
-    width: int = Field(8, ge=1, le=1024)
-    embedding_dim: int = Field(64, ge=2, le=4096)
-    algorithms: list[Literal["local", "fedavg", "fedprox", "fedbn", "fraug"]] = Field(
-        default_factory=lambda: ["local", "fedavg", "fedprox", "fedbn", "fraug"], min_length=1)
-    ggeur_rounds: int = Field(30, ge=1, le=100_000)  # the linear-head runs on backbone embeddings
-
-    @model_validator(mode="after")
-    def _default_size_is_swept(self):
-        if self.samples_per_client not in self.sizes:
-            raise ValueError(f"samples_per_client {self.samples_per_client} must be one of sizes {self.sizes}")
-        return self
-
-
-class FedLabelSkewParams(FedTrainParams):
-    rounds: int = Field(50, ge=1, le=100_000)
-    local_steps: int = Field(20, ge=1, le=100_000)
-    lr: float = Field(0.1, gt=0.0, le=10.0)
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
-
-
-class FederatedParams(Section):
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
-    workers: int = Field(2, ge=1, le=64)  # CPU processes, one thread each
-    feature_shift: FedFeatureShiftParams = FedFeatureShiftParams()
-    label_skew: FedLabelSkewParams = FedLabelSkewParams()
-    fraug: FRAugParams = FRAugParams()
-    ggeur: GGEURParams = GGEURParams()
-
-
-class DiffusionPPAPParams(Section):
-    experts: int = Field(5, ge=1, le=1000)
-    rank: int = Field(4, ge=1, le=1024)
-    alpha: float = Field(8.0, gt=0.0, le=1e4)
-    lr: float = Field(5e-3, gt=0.0, le=10.0)  # the issue's reference: 1e-3 left experts for t >= 400 untrained
-    steps: int = Field(600, ge=1, le=10_000_000)  # per expert
-    batch_size: int = Field(128, ge=1, le=65536)
-    kd_samples: int = Field(1024, ge=1, le=10_000_000)  # unlabelled DDPM samples, shared by the experts
-    tau: float = Field(0.25, gt=0.0, le=100.0)
-
-
-class DiffusionParams(Section):
-    # Training seeds: each retrains every part the PPAP claim compares (DDPM, experts, baselines).
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    cfg_seeds: list[int] = Field(default_factory=list)  # the cfg reference arm's conditional DDPM
-    timesteps: int = Field(1000, ge=2, le=100_000)
-    schedule: Literal["linear", "cosine"] = "linear"
-    channels: list[int] = Field(default_factory=lambda: [16, 32, 32], min_length=1)
-    attention: bool = True
-    lr: float = Field(2e-3, gt=0.0, le=10.0)
-    batch_size: int = Field(128, ge=1, le=65536)
-    steps: int = Field(6000, ge=1, le=10_000_000)
-    ema_decay: float = Field(0.995, ge=0.0, lt=1.0)
-    label_dropout: float = Field(0.1, ge=0.0, lt=1.0)  # the conditional (cfg) DDPM
-    lr_decay: bool = False  # cosine decay of the DDPM's lr to 5% (else flat after warm-up)
-    min_snr_gamma: float = Field(0.0, ge=0.0, le=1000.0)  # Min-SNR loss weighting; 0: plain eps MSE
-    ddim_steps: int = Field(20, ge=1, le=100_000)
-    ddim_clip: bool = True  # clamp DDIM's x0 prediction each step (eps recomputed from it)
-    ppap: DiffusionPPAPParams = DiffusionPPAPParams()
-    supervised_lr: float = Field(1e-3, gt=0.0, le=10.0)  # the supervised multi-experts (ppap.steps each)
-    scales: list[float] = Field(default_factory=lambda: [1.0, 3.0, 10.0, 20.0, 30.0, 100.0], min_length=1)  # classifier guidance
-    cfg_scales: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0], min_length=1)  # cfg's w
-    sweep_per_class: int = Field(20, ge=1, le=100_000)  # samples per class per scale when choosing it
-    fd_guard: float = Field(2.0, gt=1.0, le=1000.0)  # a chosen scale keeps backbone-FD to val <= this x unguided's
-    samples_per_class: int = Field(100, ge=1, le=100_000)  # per training seed and arm
-    workers: int = Field(2, ge=1, le=64)
-
-    @model_validator(mode="after")
-    def _cfg_seeds_are_training_seeds(self):
-        stray = [s for s in self.cfg_seeds if s not in self.seeds]
-        if stray:
-            raise ValueError(f"cfg_seeds {stray} are not among the training seeds {self.seeds}")
-        return self
-
-
 class EvaluationParams(Section):
     """How generated samples are scored (evaluation/): shared by every method's evaluate stage."""
 
@@ -404,17 +125,15 @@ class RegistryParams(Section):
     experiment: str = Field("embedlab", min_length=1)
 
 
-class Params(Section):
+class CoreParams(Section):
+    """The sections every pipeline has; each method's section comes from its package (`Params`)."""
+
     data: DataParams = DataParams()
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
     partition: PartitionParams = PartitionParams()
     trainer: TrainerParams = TrainerParams()
     evaluator: ClassifierParams = ClassifierParams(seed=1)
     backbone: ClassifierParams = ClassifierParams(seed=2, width=16, feature_dim=64, dropout=0.0)
-    vq: VQParams = VQParams()
-    gan: GANParams = GANParams()
-    federated: FederatedParams = FederatedParams()
-    diffusion: DiffusionParams = DiffusionParams()
     evaluation: EvaluationParams = EvaluationParams()
     registry: RegistryParams = RegistryParams()
 
@@ -435,6 +154,27 @@ class Params(Section):
         if not isinstance(section, BaseModel):
             raise ParamsError(f"params.yaml has no section for model {name!r}")
         return section
+
+
+def method_schemas() -> dict[str, type[Section]]:
+    """{name: section schema} of every method in MODELS: `SCHEMA` of the package's params.py
+    (methods/<name>/params.py). The classifiers' sections are core ones."""
+    import importlib
+
+    from embedlab.methods import MODELS
+
+    schemas = {}
+    for name, target in MODELS.items():
+        package = target.partition(":")[0].rpartition(".")[0]
+        if package.startswith("embedlab.methods."):
+            schemas[name] = importlib.import_module(f"{package}.params").SCHEMA
+    return schemas
+
+
+# params.yaml's model: the core sections, then one per method (a method's section defaults to its
+# schema's defaults when params.yaml leaves it out).
+Params = create_model("Params", __base__=CoreParams,
+                      **{name: (schema, schema()) for name, schema in method_schemas().items()})
 
 
 def _describe(error: dict) -> str:

@@ -15,7 +15,7 @@ from embedlab.methods.federated.clients import (
 )
 from embedlab.methods.federated.engine import ALGORITHMS, ClientData, RunConfig, client_update, rbf_mmd2, simulate, split_payload
 from embedlab.methods.federated.nets import ClientCNN, stack, unstack
-from embedlab.params import FRAugParams, GGEURParams
+from embedlab.methods.federated.params import FRAugParams, GGEURParams
 
 CNN = {"kind": "cnn", "image_size": 8, "num_classes": 10, "width": 4, "embedding_dim": 8}
 

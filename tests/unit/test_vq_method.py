@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from embedlab.params import Params, TrainerParams, VQParams, VQPriorParams, VQTokenizerParams
+from embedlab.methods.vq.params import VQParams, VQPriorParams, VQTokenizerParams
+from embedlab.params import Params, TrainerParams
 from embedlab.paths import Paths
 
 TINY = VQParams(

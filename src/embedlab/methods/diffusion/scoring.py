@@ -213,8 +213,8 @@ def load_bundle(bundle_dir: Path, device="cpu"):
     `parts.sample("ppap", labels, parts_scale, seed)` with the scale from config["scales"]."""
     from embedlab.classifier import build_classifier
     from embedlab.io import load_weights
+    from embedlab.methods.diffusion.params import DiffusionParams
     from embedlab.methods.diffusion.parts import Parts
-    from embedlab.params import DiffusionParams
 
     bundle_dir = Path(bundle_dir)
     config = json.loads((bundle_dir / "config.json").read_text())

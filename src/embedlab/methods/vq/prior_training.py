@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from embedlab.params import VQPriorParams
+from embedlab.methods.vq.params import VQPriorParams
 from embedlab.training import adamw_cosine
 
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from embedlab.evaluation.scores import psnr
+from embedlab.methods.vq.params import VQTokenizerParams
 from embedlab.methods.vq.tokenizer import RVQTokenizer
-from embedlab.params import VQTokenizerParams
 from embedlab.training import adamw_cosine, random_shift
 
 

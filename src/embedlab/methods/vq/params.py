@@ -1,0 +1,66 @@
+"""The `vq` section of params.yaml (`SCHEMA`): the Params model takes it from here, by the
+MODELS entry (embedlab.params.method_schemas)."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from embedlab.sections import Section
+
+
+class VQTokenizerParams(Section):
+    hidden: int = Field(64, ge=8, le=1024)
+    latent_dim: int = Field(32, ge=4, le=512)
+    downsample: int = Field(4, ge=1, le=16)
+    num_quantizers: int = Field(8, ge=1, le=32)
+    codebook_size: int = Field(64, ge=2, le=65536)
+    decay: float = Field(0.9, gt=0.0, lt=1.0)
+    commitment_weight: float = Field(0.25, ge=0.0, le=10.0)
+    dead_code_threshold: float = Field(2.0, ge=0.0)
+    lr: float = Field(2e-3, gt=0.0, le=1.0)
+    batch_size: int = Field(64, ge=1, le=65536)
+    max_epochs: int = Field(60, ge=1, le=10_000)
+    patience: int = Field(10, ge=1)
+    augment_shift: int = Field(1, ge=0, le=8)
+
+
+class VQPriorParams(Section):
+    width: int = Field(128, ge=8, le=4096)
+    layers: int = Field(4, ge=1, le=64)
+    heads: int = Field(4, ge=1, le=64)
+    mixtures: int = Field(8, ge=1, le=256)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    class_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    batch_size: int = Field(128, ge=1, le=65536)
+    max_epochs: int = Field(60, ge=1, le=10_000)  # the ResGen prior
+    ar_max_epochs: int = Field(60, ge=1, le=10_000)  # the AR baseline (8x the tokens per image at D=8)
+    patience: int = Field(8, ge=1)
+    augment_copies: int = Field(4, ge=0, le=64)
+    steps: int = Field(8, ge=1, le=1024)
+    guidance: float = Field(2.0, ge=0.0, le=50.0)
+    temperature: float = Field(1.0, gt=0.0, le=10.0)
+
+
+class VQParams(Section):
+    # Training seeds: each retrains the tokenizer and both priors (what ResGen vs AR compares).
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    workers: int = Field(2, ge=1, le=64)  # CPU processes, one thread each (in-process on a GPU)
+    tokenizer: VQTokenizerParams = VQTokenizerParams()
+    prior: VQPriorParams = VQPriorParams()
+    eval_depths: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
+    samples_per_class: int = Field(100, ge=2, le=100_000)
+    timing_depths: list[int] = Field(default_factory=lambda: [2, 8], min_length=1)
+    timing_samples: int = Field(1000, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _depths_within_rvq(self):
+        too_deep = [d for d in self.eval_depths if not 1 <= d <= self.tokenizer.num_quantizers]
+        if too_deep:
+            raise ValueError(
+                f"eval_depths {too_deep} outside 1..tokenizer.num_quantizers={self.tokenizer.num_quantizers}"
+            )
+        return self
+
+
+SCHEMA = VQParams
