@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from embedlab.methods.vq.tokenizer import evaluating
+from embedlab.methods.vq.tokenizer import evaluating, greedy_codes
 
 # Hard bounds on predicted log-scales, in units of the target's expected RMS (`target_scale`):
 # the lower one keeps the density finite when a target is predicted exactly; the upper one
@@ -144,16 +144,10 @@ def mask_counts(ratio: Tensor, num_positions: int, depth: int, priority: Tensor 
 
 def greedy_residual_quantize(target: Tensor, masked: Tensor, codebooks: Tensor) -> Tensor:
     """Quantise target (..., C) into the masked depths (..., D) of codebooks (D, K, C): coarsest
-    masked depth first, nearest code, subtract, go finer. Unmasked depths get index 0."""
-    residual, indices = target.float(), []
+    masked depth first, nearest code, subtract, go finer (the tokenizer's `greedy_codes`).
+    Unmasked depths get index 0."""
     with torch.autocast(target.device.type, enabled=False):  # bf16 distances pick wrong codes
-        for d in range(codebooks.shape[0]):
-            book = codebooks[d].float()
-            dist = residual.pow(2).sum(-1, keepdim=True) - 2 * residual @ book.t() + book.pow(2).sum(-1)
-            idx = torch.where(masked[..., d], dist.argmin(-1), 0)
-            residual = residual - book[idx] * masked[..., d, None]
-            indices.append(idx)
-    return torch.stack(indices, dim=-1)
+        return greedy_codes(target, codebooks, masked)[0]
 
 
 def unmasked_schedule(total: int, steps: int) -> list[int]:

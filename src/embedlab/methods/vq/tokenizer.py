@@ -92,20 +92,27 @@ class Decoder(nn.Module):
         return self.net(z)
 
 
-def greedy_codes(residual: torch.Tensor, codebooks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def greedy_codes(residual: torch.Tensor, codebooks: torch.Tensor,
+                 masked: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Residual quantisation against codebooks (D', K, C): (indices (B, L, D'), summed codes).
 
     Each depth takes the code nearest the current residual and subtracts it, which is what
     ResidualVQ does in eval; the distance is computed the same way (float32,
     |x|^2 + |y|^2 - 2 x.y) so near-ties resolve alike. Plain tensor ops, so torch.export
-    can trace it where the library's own forward (it branches on its init state) cannot."""
+    can trace it where the library's own forward (it branches on its init state) cannot.
+    `masked` (..., D') bool: only those depths quantise (the others get index 0 and add
+    nothing), as the ResGen prior's sampler needs."""
     residual = residual.float()
     quantized = torch.zeros_like(residual)
     chosen = []
-    for codes in codebooks.float():
+    for d, codes in enumerate(codebooks.float()):
         dist = residual.pow(2).sum(-1, keepdim=True) + codes.pow(2).sum(-1) - 2 * residual @ codes.t()
         idx = dist.clamp_min(1e-8).argmin(-1)
-        quantized, residual = quantized + codes[idx], residual - codes[idx]
+        step = codes[idx]
+        if masked is not None:
+            idx = torch.where(masked[..., d], idx, 0)
+            step = step * masked[..., d, None]
+        quantized, residual = quantized + step, residual - step
         chosen.append(idx)
     if not chosen:
         return residual.new_zeros(*residual.shape[:-1], 0, dtype=torch.long), quantized
