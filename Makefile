@@ -18,11 +18,13 @@ export PATH := $(abspath $(BIN)):$(PATH)
 FLOWER_VENV ?= .venv-flower
 FLOWER_STAMP := $(FLOWER_VENV)/.embedlab-installed
 
-.PHONY: setup run test test-fast test-flower flower-env clean-outputs help
+.PHONY: setup run test test-fast test-flower flower-env clean-outputs help lint docs
 
 help:
 	@echo "make run   - set up .venv if needed, then dvc repro (the whole pipeline)"
 	@echo "make test  - set up .venv (and .venv-flower) if needed, then the test suites"
+	@echo "make lint  - ruff check (also the first step of make test)"
+	@echo "make docs  - the documentation site (mkdocs, offline) into site/"
 	@echo "make flower-env - the separate Flower environment (.venv-flower, requirements-flower.lock)"
 
 # Reinstall only when the pinned set or the project metadata changes.
@@ -54,8 +56,14 @@ flower-env: $(FLOWER_STAMP)
 test-flower: flower-env
 	FLWR_HOME=$(abspath $(FLOWER_VENV))/flwr-home $(FLOWER_VENV)/bin/python -m pytest --confcutdir=tests/flower -p no:cacheprovider tests/flower $(PYTEST_ARGS)
 
-# The Flower test first, so the main suite's summary is the closing line.
-test: setup test-flower
+lint: setup
+	$(BIN)/ruff check src tests benchmarks flows
+
+docs: setup
+	$(BIN)/mkdocs build --strict
+
+# Lint first (seconds), then the Flower test, so the main suite's summary is the closing line.
+test: setup lint test-flower
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: setup

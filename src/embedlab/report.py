@@ -251,6 +251,8 @@ def _git_plot_targets(root: Path) -> list[str]:
         files = list(y) if isinstance(y, dict) else [name]
         if all(any(t == f or t.startswith(f.rstrip("/") + "/") for t in tracked) for f in files):
             targets.append(name)
+    # The evaluate stages' plots/<model>/ folders (in git: cache false), listed nowhere else.
+    targets += sorted({"/".join(t.split("/")[:2]) for t in tracked if t.startswith("plots/") and t.count("/") >= 2})
     return targets
 
 

@@ -181,6 +181,7 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     assert tuple(namespace["samples"].shape) == (10, 1, 16, 16) and tuple(namespace["digits"].shape) == (64, 1, 16, 16)
     assert set(namespace["nets"]) == {"feature_shift", "label_skew"} and tuple(namespace["logits"].shape) == (4, 5, 10)
     assert tuple(namespace["guided"].shape) == (80, 1, 16, 16)
+    assert namespace["card"].startswith("# embedlab-gan") and "## Claims" in namespace["card"]
     from embedlab.methods import get_model
 
     reloaded = get_model("evaluator").load_bundle(download_bundle("evaluator", repo_copy / "eval-bundle", paths=paths))
