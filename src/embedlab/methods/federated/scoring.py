@@ -1,10 +1,11 @@
-"""evaluate@federated: test accuracy of every trained run, tables over seeds, plots; export.
+"""evaluate@federated: test accuracy of every trained run, tables over seeds, plots; export and
+load_bundle for the registry.
 
 The test split is read here only. Each run's final networks are rebuilt from runs.safetensors and
 scored on every client's own test shard:
   feature_shift.accuracy  mean over clients of per-client test accuracy
   label_skew.accuracy     pooled test accuracy (all clients' test shards: the whole test split)
-Means and stds over seeds; for each method pair, the per-seed paired gains.
+Means over seeds with their intervals; for each method pair, the per-seed paired gains.
 """
 
 from __future__ import annotations

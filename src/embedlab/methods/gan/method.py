@@ -1,4 +1,4 @@
-"""train / evaluate / export for the gan method: MEE against MaF, its ablation and a DCGAN.
+"""train@gan: MEE against MaF, its ablation and a DCGAN (evaluate and export: scoring.py).
 
 train@gan first tunes every arm with the same budget (params gan.tuning: one hyperparameter,
 the same number of values each) on a selection seed that no reported run uses: on
@@ -8,8 +8,8 @@ reported job runs with its arm's chosen value. models/gan/ holds each generator'
 config.json (jobs, choices, the backbone's reading of the reported mee runs) and history.json
 (losses). Jobs run in `gan.workers` CPU processes with one thread each, or in-process on a GPU.
 
-evaluate@gan scores every reported generator with the evaluator (benchmarks.py, scoring.py),
-beside the real ceiling and the untrained floor, and writes the claims' verdicts.
+evaluate@gan (scoring.py) scores every reported generator with the evaluator, beside the real
+ceiling and the untrained floor, and writes the claims' verdicts.
 """
 
 from __future__ import annotations
