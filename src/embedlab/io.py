@@ -45,9 +45,10 @@ def load_weights(module, path: Path, device="cpu"):
 
 
 def save_tensors(tree, path: Path) -> None:
-    """A nested dict/list of tensors (state dicts, lists of them, runs of them) as one
+    """A dict or list of tensors, nested (state dicts, lists of them, runs of them), as one
     safetensors file: keys are the paths joined by "/" ("/" and "%" inside a key escaped as
-    %2F and %25), the shape of the tree rides in the file's metadata. Written atomically. `load_tensors` gives the same tree back."""
+    %2F and %25); which nodes are lists, and empty ones, ride in the file's metadata.
+    Written atomically; `load_tensors` gives the same tree back."""
     from safetensors.torch import save_file
 
     flat: dict = {}
@@ -97,16 +98,17 @@ def load_tensors(path: Path, device="cpu"):
         meta = f.metadata() or {}
         lists = set(json.loads(meta.get("embedlab.lists", "[]")))
         root: dict = {}
+
+        def place(key: str, value) -> None:
+            node, *parts = [root, *key.split("/")]
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = value
+
         for key, kind in json.loads(meta.get("embedlab.empty", "{}")).items():
-            node, *parts = [root, *key.split("/")]
-            for part in parts[:-1]:
-                node = node.setdefault(part, {})
-            node[parts[-1]] = [] if kind == "list" else {}
+            place(key, [] if kind == "list" else {})
         for key in f.keys():
-            node, *parts = [root, *key.split("/")]
-            for part in parts[:-1]:
-                node = node.setdefault(part, {})
-            node[parts[-1]] = f.get_tensor(key)
+            place(key, f.get_tensor(key))
 
     def build(node, prefix: str):
         if not isinstance(node, dict) or not node:
