@@ -37,7 +37,7 @@ def main() -> None:
     from embedlab.jobs import Pool
     from embedlab.methods.gan.arms import sample
     from embedlab.methods.gan.benchmarks import TOY, Job, mixture, restore_generator
-    from embedlab.methods.gan.method import _job
+    from embedlab.methods.gan.method import _stack, stacks_of
     from embedlab.methods.gan.scoring import score_toy, toy_ceiling
     from embedlab.params import load_params, parse_params
     from embedlab.paths import Paths
@@ -59,11 +59,11 @@ def main() -> None:
     pool = Pool(params.gan.workers)
     args_ = (raw, torch.zeros(1, 1, 16, 16).numpy(), torch.zeros(1, dtype=torch.long).numpy())
     start = time.perf_counter()
-    futures = [(job, pool.submit(_job, job, *args_)) for job in jobs]
+    futures = [(group, pool.submit(_stack, group, *args_)) for group in stacks_of(jobs, "cpu")]
     results: dict = {b: {a: {"modes_covered": [], "high_quality": [], "seconds": []} for a in args.arms} for b in TOY}
     try:
-        for job, future in futures:
-            state, history = future.result()
+        done = [(job, out) for group, future in futures for job, out in zip(group, future.result())]
+        for job, (state, history) in done:
             gen = restore_generator(params, job.bench, 16, state)
             centres, std = mixture(params, job.bench)
             scores = score_toy(sample(gen, params.gan.toy.eval_samples, job.seed), centres, std, min_count[job.bench])

@@ -221,20 +221,28 @@ def test_stacked_digits_and_triple_modes():
 
 @pytest.mark.parametrize("arm", ["dcgan", "maf", "maf+disomap", "maf+disomap+dlle", "mee"])
 def test_every_arm_trains_iteration_matched(arm):
-    from embedlab.methods.gan.arms import LoopConfig, sample, train_arm
+    from embedlab.methods.gan.arms import LoopConfig, sample
+    from embedlab.methods.gan.module import Run, train_runs
+    from embedlab.params import TrainerParams
 
     centres = ring_modes(8)
     cfg = LoopConfig(steps=6, batch_size=32, buffer_size=64, sigma_ramp=2)
-    gen, history = train_arm(arm, lambda: MLPGenerator(z_dim=4, hidden=16),
-                             lambda head: MLPDiscriminator(hidden=16, head=head, dim=4),
-                             lambda n, g: sample_mixture(centres, 0.05, n, g), cfg, seed=0)
+
+    def train():
+        (state, history), = train_runs([Run(arm, 0, cfg)], lambda: MLPGenerator(z_dim=4, hidden=16),
+                                       lambda head: MLPDiscriminator(hidden=16, head=head, dim=4),
+                                       lambda n, g: sample_mixture(centres, 0.05, n, g),
+                                       TrainerParams(accelerator="cpu", progress_bar=False))
+        gen = MLPGenerator(z_dim=4, hidden=16)
+        gen.load_state_dict(state)
+        return gen.eval(), history
+
+    gen, history = train()
     assert len(history["g_loss"]) == len(history["d_loss"]) == 6  # same number of G updates per arm
     assert all(np.isfinite(history["g_loss"])) and history["seconds"] > 0
-    assert not gen.training and sample(gen, 10, seed=0).shape == (10, 2)
+    assert sample(gen, 10, seed=0).shape == (10, 2)
     # seeded: the same arm and seed give the same generator
-    again, _ = train_arm(arm, lambda: MLPGenerator(z_dim=4, hidden=16),
-                         lambda head: MLPDiscriminator(hidden=16, head=head, dim=4),
-                         lambda n, g: sample_mixture(centres, 0.05, n, g), cfg, seed=0)
+    again, _ = train()
     assert torch.equal(sample(gen, 10, seed=1), sample(again, 10, seed=1))
 
 

@@ -59,13 +59,23 @@ def mild_augment(x: Tensor, max_shift: float = 1.0, max_degrees: float = 10.0, n
     """Class-keeping augmentation. Images (B, C, H, W): a random shift of up to `max_shift`
     pixels and a rotation of up to `max_degrees` (bilinear, background -1 fills in), plus
     Gaussian noise. Points (B, d): Gaussian noise only. No flips: a flipped digit can change class."""
-    def noise(shape):
-        return torch.randn(shape, generator=generator).to(x.device, x.dtype) * noise_std
+    return apply_augment(x, *augment_draws(x, noise_std, generator), max_shift, max_degrees)
 
-    if x.dim() == 2:
-        return x + noise(x.shape)
-    n, _, h, w = x.shape
-    u = (torch.rand(n, 3, generator=generator) * 2 - 1).to(x.device, x.dtype)
+
+def augment_draws(x: Tensor, noise_std: float, generator: torch.Generator | None = None) -> tuple[Tensor | None, Tensor]:
+    """The random numbers of one `mild_augment` of x, in its order: (uniforms (B, 3) for an image
+    batch, None for points; the scaled noise), on x's device. Stacked runs draw them per run."""
+    u = (torch.rand(x.shape[0], 3, generator=generator) * 2 - 1).to(x.device, x.dtype) if x.dim() > 2 else None
+    return u, torch.randn(x.shape, generator=generator).to(x.device, x.dtype) * noise_std
+
+
+def apply_augment(x: Tensor, u: Tensor | None, noise: Tensor, max_shift: float, max_degrees: float) -> Tensor:
+    """`mild_augment` with its random numbers given (`augment_draws`); any leading batch shape."""
+    if u is None:
+        return x + noise
+    shape = x.shape
+    x, u = x.reshape(-1, *shape[-3:]), u.reshape(-1, 3)
+    h, w = shape[-2:]
     angle = u[:, 0] * math.radians(max_degrees)
     cos, sin = angle.cos(), angle.sin()
     theta = torch.stack([
@@ -74,7 +84,7 @@ def mild_augment(x: Tensor, max_shift: float = 1.0, max_degrees: float = 10.0, n
     ], dim=1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     moved = F.grid_sample(x + 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1.0
-    return moved + noise(x.shape)
+    return moved.reshape(shape) + noise
 
 
 def dlle_loss(embed, x: Tensor, augmented: Tensor) -> Tensor:

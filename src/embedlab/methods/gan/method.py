@@ -6,7 +6,8 @@ stacked_weak the *backbone's* confident mode count decides (that choice also ser
 stacked_full and digits); on each 2-D mixture, the mixture's own mode count. Then every
 reported job runs with its arm's chosen value. models/gan/ holds each generator's safetensors,
 config.json (jobs, choices, the backbone's reading of the reported mee runs) and history.json
-(losses). Jobs run in `gan.workers` CPU processes with one thread each, or in-process on a GPU.
+(losses). Runs train as stacks (many runs as one model, one Lightning fit each: module.py), in
+`gan.workers` CPU processes with one thread each, or in-process on a GPU.
 
 evaluate@gan (scoring.py) scores every reported generator with the evaluator, beside the real
 ceiling and the untrained floor, and writes the claims' verdicts.
@@ -55,28 +56,58 @@ __all__ = ["name", "primary_metric", "needs_evaluator", "train", "evaluate", "ex
 # --- running jobs ---------------------------------------------------------------------------
 
 
-def run_job(job: Job, params: Params, images: torch.Tensor, labels: torch.Tensor, device="cpu") -> tuple[dict, dict]:
-    """Train one arm on one benchmark; returns (generator state dict on the CPU, history)."""
-    from embedlab.methods.gan.arms import train_arm
+def stack_key(job: Job, device_type: str) -> tuple:
+    """Which jobs train together as one stacked model (module.py). A run's numbers do not depend
+    on its stack (each keeps its own random streams), only the speed does. 2-D runs stack by
+    benchmark and D inputs (a dcgan run does not pay for mee's extra D passes); image runs stack
+    by benchmark on a GPU, and on a CPU train alone: their convolutions are arithmetic-bound, and
+    grouped ones measured no faster (benchmarks/results/gan_stacking.json)."""
+    from embedlab.methods.gan.module import Run
 
-    size = int(images.shape[-1])
-    config = gen_config(params, job.bench, size)
-    gen, history = train_arm(
-        job.arm, lambda: build_generator(config), disc_factory(params, job.bench, size),
-        real_sampler(params, job.bench, images, labels), loop_config(params, job.bench, job.arm, job.value),
-        job.seed, device=device,
-    )
-    state = {k: v.detach().cpu() for k, v in gen.state_dict().items()}
-    curves = {k: [round(x, 5) for x in history[k][::CURVE_EVERY]] for k in ("d_loss", "g_loss")}
-    return state, {**curves, "seconds": round(history["seconds"], 2)}
+    if job.bench in TOY:
+        return job.bench, job.selection, Run(job.arm, job.seed, None).slots
+    if device_type == "cuda":
+        return job.bench, job.selection
+    return job.bench, job.selection, job.arm, job.seed, job.value
 
 
-def _job(job: Job, raw_params: dict, images: np.ndarray, labels: np.ndarray, device: str = "cpu"):
-    """`run_job` with picklable arguments: what `embedlab.jobs.Pool` runs, in a worker or here."""
+def stacks_of(jobs: list[Job], device_type: str) -> list[list[Job]]:
+    """`jobs` grouped by `stack_key`, the costliest stack first (so two workers finish together)."""
+    groups: dict = defaultdict(list)
+    for job in jobs:
+        groups[stack_key(job, device_type)].append(job)
+    return sorted(groups.values(), key=lambda g: -len(g) * (1 if g[0].bench in TOY else 20))
+
+
+def run_stack(jobs: list[Job], params: Params, images: torch.Tensor, labels: torch.Tensor,
+              progress_bar: bool = False) -> list[tuple[dict, dict]]:
+    """Train the jobs of one benchmark as one stack; per job (generator state dict on the CPU, history)."""
+    from embedlab.methods.gan.module import Run, train_runs
+
+    bench, size = jobs[0].bench, int(images.shape[-1])
+    if any(j.bench != bench for j in jobs):
+        raise ValueError(f"a stack holds one benchmark's jobs, got {sorted({j.bench for j in jobs})}")
+    config = gen_config(params, bench, size)
+    runs = [Run(j.arm, j.seed, loop_config(params, bench, j.arm, j.value)) for j in jobs]
+    trainer = params.trainer.model_copy(update={"progress_bar": progress_bar and params.trainer.progress_bar})
+    results = train_runs(runs, lambda: build_generator(config), disc_factory(params, bench, size),
+                         real_sampler(params, bench, images, labels), trainer)
+    return [(state, {**{k: [round(x, 5) for x in hist[k][::CURVE_EVERY]] for k in ("d_loss", "g_loss")},
+                     "seconds": round(hist["seconds"], 2)}) for state, hist in results]
+
+
+def run_job(job: Job, params: Params, images: torch.Tensor, labels: torch.Tensor) -> tuple[dict, dict]:
+    """One job alone (a stack of one): (generator state dict on the CPU, history)."""
+    return run_stack([job], params, images, labels)[0]
+
+
+def _stack(jobs: list[Job], raw_params: dict, images: np.ndarray, labels: np.ndarray, device: str = "cpu",
+           progress_bar: bool = False):
+    """`run_stack` with picklable arguments: what `embedlab.jobs.Pool` runs, in a worker or here."""
     from embedlab.params import parse_params
 
-    return run_job(job, parse_params(raw_params), torch.from_numpy(images).to(device),
-                   torch.from_numpy(labels).to(device), device)
+    return run_stack(jobs, parse_params(raw_params), torch.from_numpy(images).to(device),
+                     torch.from_numpy(labels).to(device), progress_bar)
 
 
 def planned_jobs(params: Params, chosen: dict | None = None) -> list[Job]:
@@ -151,24 +182,22 @@ def train(params: Params, paths: Paths) -> None:
     out.mkdir(parents=True, exist_ok=True)
     # CPU: `gan.workers` spawned processes of one thread each; a GPU (or one worker): in-process.
     pool = Pool(g.workers, in_process=device.type != "cpu")
-    job_args = (params.model_dump(by_alias=True), images.numpy(), labels.numpy(), str(device))
+    job_args = (params.model_dump(by_alias=True), images.numpy(), labels.numpy(), str(device), pool.executor is None)
     start = time.perf_counter()
     histories, results, backbone_reads = {}, {}, {}
     selection = selection_jobs(params)
+    stacks = stacks_of(selection, device.type)
     bar = tqdm(total=len(selection) + len(planned_jobs(params)), desc="train@gan jobs", unit="run",
                disable=not params.trainer.progress_bar)
     try:
-        futures = {job: pool.submit(_job, job, *job_args) for job in selection}
         scores: dict = defaultdict(dict)
-        for job, fut in futures.items():
-            state, hist = fut.result()
+        for job, (state, hist) in _results(pool, stacks, job_args, bar):
             scores[(job.bench, job.arm)][job.value] = {**read(job, restore_generator(params, job.bench, size, state)),
                                                        "seconds": hist["seconds"]}
-            bar.update(1)
         chosen = {group: choose_value(per) for group, per in scores.items()}
-        futures = {job: pool.submit(_job, job, *job_args) for job in planned_jobs(params, chosen)}
-        for job, fut in futures.items():
-            state, hist = fut.result()
+        planned = stacks_of(planned_jobs(params, chosen), device.type)
+        stacks += planned
+        for job, (state, hist) in _results(pool, planned, job_args, bar):
             gen = restore_generator(params, job.bench, size, state)
             path = out / job.weights
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,7 +206,6 @@ def train(params: Params, paths: Paths) -> None:
             results[job.key] = asdict(job)
             if (job.bench, job.arm) == PUBLISHED:
                 backbone_reads[job.seed] = read(job, gen)
-            bar.update(1)
         bar.close()
     finally:
         pool.close()
@@ -199,11 +227,23 @@ def train(params: Params, paths: Paths) -> None:
                            "per_seed": {str(s): r for s, r in sorted(backbone_reads.items())}},
         "device": str(device),
         "workers": g.workers if pool.executor is not None else 1,
+        # How the runs were stacked (module.py): a speed choice; a run's numbers do not depend on it.
+        "stacks": [{"bench": group[0].bench, "selection": group[0].selection, "runs": len(group),
+                    "arms": sorted({j.arm for j in group})} for group in stacks],
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
     write_json_atomic(out / "history.json", {"curve_every": CURVE_EVERY, "runs": histories})
     log_live(paths.dvclive(NAME), histories, config["tuning"])
     write_json_atomic(out / "config.json", config)
+
+
+def _results(pool: Pool, stacks: list[list[Job]], job_args: tuple, bar):
+    """(job, (state, history)) for every job of `stacks`, trained in `pool`, in submission order."""
+    futures = [(group, pool.submit(_stack, group, *job_args)) for group in stacks]
+    for group, fut in futures:
+        results = fut.result()
+        bar.update(len(group))
+        yield from zip(group, results)
 
 
 def log_live(live_dir: Path, histories: dict, tuning: dict) -> None:
