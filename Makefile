@@ -7,6 +7,8 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.embedlab-installed
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist; whole files per process, so a module's fixture starts once).
+TEST_WORKERS ?= 2
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
@@ -18,7 +20,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 FLOWER_VENV ?= .venv-flower
 FLOWER_STAMP := $(FLOWER_VENV)/.embedlab-installed
 
-.PHONY: setup run test test-fast test-flower flower-env clean-outputs help lint docs
+.PHONY: setup run test test-fast test-flower flower-env clean-outputs help lint docs gpu-wheels
 
 help:
 	@echo "make run   - set up .venv if needed, then dvc repro (the whole pipeline)"
@@ -62,12 +64,16 @@ lint: setup
 docs: setup
 	$(BIN)/mkdocs build --strict
 
+# The wheels a lent GPU machine lacks, into .whl/ (benchmarks/gpu_check.sh; benchmarks/README.md).
+gpu-wheels:
+	bash benchmarks/gpu_check.sh wheels
+
 # Lint first (seconds), then the Flower test, so the main suite's summary is the closing line.
 test: setup lint test-flower
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 # --- Scheduled runs (Prefect). See README "Scheduled runs". ---------------------------
 PREFECT_PORT ?= 4200
