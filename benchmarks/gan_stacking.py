@@ -3,7 +3,8 @@
 Side by side in one process on one thread (as a pipeline worker runs), default params:
 
 1. Same numbers: every arm, stacked together with other arms and seeds, against the same run
-   alone in the per-run loop, over a few steps: generator samples and loss curves.
+   alone in the per-run loop, over a few steps: generator samples and loss curves; and how
+   many steps pass before float-order differences grow past 1e-4 in the losses.
 2. Speed, 2-D: all arms x seeds of one mixture (25 runs at the pipeline's 1,500 steps), the
    per-run loop one run after another against the pipeline's stacks (`method.stacks_of`).
 3. Speed, images: three stacked_weak mee runs (seeds) as one grouped-convolution stack against
@@ -143,7 +144,11 @@ def setting(params, bench: str):
     return (lambda: build_generator(config)), disc_factory(params, bench, 16), real_sampler(params, bench, images, labels)
 
 
-def same_numbers(params, trainer, steps: int) -> dict:
+def same_numbers(params, trainer, steps: int, drift_steps: int) -> dict:
+    """Stacked (every arm, two seeds, one stack) against each run alone in the per-run loop:
+    the largest differences over the first `steps` steps, and per arm the first step (of
+    `drift_steps`) whose D loss differs by more than 1e-4: a GAN amplifies 1-ulp differences
+    (float order) until the runs part, as two identical runs on different hardware would."""
     from embedlab.methods.gan.arms import sample
     from embedlab.methods.gan.benchmarks import loop_config
     from embedlab.methods.gan.module import Run, train_runs
@@ -151,16 +156,26 @@ def same_numbers(params, trainer, steps: int) -> dict:
     out = {}
     for bench in ("ring", "stacked_weak"):
         make_gen, make_disc, real = setting(params, bench)
-        runs = [Run(arm, seed, replace(loop_config(params, bench, arm), steps=steps)) for arm in ARMS for seed in (0, 1)]
+        runs = [Run(arm, seed, replace(loop_config(params, bench, arm), steps=drift_steps)) for arm in ARMS for seed in (0, 1)]
         stacked = train_runs(runs, make_gen, make_disc, real, trainer)
-        worst = {"samples": 0.0, "losses": 0.0}
-        for run, (state, hist) in zip(runs, stacked):
-            alone, ref = per_run_loop(run.arm, make_gen, make_disc, real, run.cfg, run.seed)
+        worst = {"losses": 0.0}
+        parted: dict = {}
+        for run, (_, hist) in zip(runs, stacked):
+            _, ref = per_run_loop(run.arm, make_gen, make_disc, real, run.cfg, run.seed)
+            gaps = [max(abs(hist[k][i] - ref[k][i]) for k in ("d_loss", "g_loss")) for i in range(drift_steps)]
+            worst["losses"] = max(worst["losses"], max(gaps[:steps]))
+            first = next((i for i, g in enumerate(gaps) if g > 1e-4), None)
+            parted.setdefault(run.arm, []).append(first)
+        # samples after `steps` steps: a short stack against the short runs alone
+        short = [Run(r.arm, r.seed, replace(r.cfg, steps=steps)) for r in runs]
+        worst["samples"] = 0.0
+        for run, (state, _) in zip(short, train_runs(short, make_gen, make_disc, real, trainer)):
+            alone, _ = per_run_loop(run.arm, make_gen, make_disc, real, run.cfg, run.seed)
             gen = make_gen()
             gen.load_state_dict(state)
             worst["samples"] = max(worst["samples"], (sample(gen.eval(), 256, 7) - sample(alone, 256, 7)).abs().max().item())
-            worst["losses"] = max(worst["losses"], max(abs(a - b) for k in ("d_loss", "g_loss") for a, b in zip(hist[k], ref[k])))
-        out[bench] = {"runs": len(runs), "steps": steps, "max_abs_difference": {k: float(f"{v:.3g}") for k, v in worst.items()}}
+        out[bench] = {"runs": len(runs), "steps": steps, "max_abs_difference": {k: float(f"{v:.3g}") for k, v in worst.items()},
+                      "first_step_losses_differ_by_1e-4": {"of_steps": drift_steps, **parted}}
         print(f"same numbers, {bench}: {out[bench]}", flush=True)
     return out
 
@@ -201,7 +216,8 @@ def main() -> None:
 
     import logging
 
-    from embedlab.methods.gan.benchmarks import Job
+    from embedlab.methods.gan.benchmarks import Job, loop_config
+    from embedlab.methods.gan.module import Run, train_runs
     from embedlab.params import load_params
 
     warnings.filterwarnings("ignore")
@@ -212,25 +228,21 @@ def main() -> None:
     toy_steps = 20 if args.quick else None
     result = {
         "command": "python benchmarks/gan_stacking.py" + (" --quick" if args.quick else ""), "threads": 1,
-        "same_numbers": same_numbers(params, trainer, 3 if args.quick else 10),
+        "same_numbers": same_numbers(params, trainer, 3 if args.quick else 10, 6 if args.quick else 120),
         "ring_all_arms_x_seeds": speed(params, trainer, "ring", [Job("ring", a, s) for a in params.gan.toy.arms
                                                                  for s in params.gan.toy.seeds], toy_steps),
     }
-    image_jobs = [Job("stacked_weak", "mee", s) for s in params.gan.image.seeds]
-    result["stacked_weak_mee_seeds"] = speed(params, trainer, "stacked_weak", image_jobs, 5 if args.quick else args.image_steps)
-    from embedlab.methods.gan.module import Run, train_runs
-
+    image_steps = 5 if args.quick else args.image_steps
+    image = speed(params, trainer, "stacked_weak", [Job("stacked_weak", "mee", s) for s in params.gan.image.seeds], image_steps)
+    # The same three runs as one grouped-convolution stack (what a GPU does).
     make_gen, make_disc, real = setting(params, "stacked_weak")
-    steps = 5 if args.quick else args.image_steps
-    from embedlab.methods.gan.benchmarks import loop_config
-
-    runs = [Run("mee", s, replace(loop_config(params, "stacked_weak", "mee"), steps=steps)) for s in params.gan.image.seeds]
+    runs = [Run("mee", s, replace(loop_config(params, "stacked_weak", "mee"), steps=image_steps)) for s in params.gan.image.seeds]
     start = time.perf_counter()
     train_runs(runs, make_gen, make_disc, real, trainer)
-    grouped = time.perf_counter() - start
-    result["stacked_weak_mee_seeds"]["grouped_stack_seconds"] = round(grouped, 1)
-    result["stacked_weak_mee_seeds"]["grouped_speedup"] = round(result["stacked_weak_mee_seeds"]["per_run_seconds"] / grouped, 2)
-    print(f"grouped image stack: {grouped:.1f} s", flush=True)
+    image["grouped_stack_seconds"] = round(time.perf_counter() - start, 1)
+    image["grouped_speedup"] = round(image["per_run_seconds"] / image["grouped_stack_seconds"], 2)
+    print(f"grouped image stack: {image['grouped_stack_seconds']} s", flush=True)
+    result["stacked_weak_mee_seeds"] = image
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"-> {args.out}")
