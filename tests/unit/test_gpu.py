@@ -24,6 +24,7 @@ def gpu_setup(tmp_path_factory):
 
     from embedlab.data.partition import run_partition
     from embedlab.data.prepare import read_prepared, run_prepare
+    from embedlab.methods import get_model
     from embedlab.params import parse_params
     from embedlab.paths import Paths
     from tests.integration.conftest import TINY, merge
@@ -37,6 +38,7 @@ def gpu_setup(tmp_path_factory):
         shutil.copytree(REPO / "models" / ref, paths.model_dir(ref))
     run_prepare(params.data, paths.prepared, root=root)
     run_partition(read_prepared(paths.prepared), params.partition, paths.partitions, paths.partition_report)
+    get_model("backbone").evaluate(params, paths, None)  # metrics/backbone.json: federated reads it
     return params, paths
 
 
