@@ -120,20 +120,6 @@ def _update(opt: torch.optim.Optimizer, loss: Tensor) -> None:
     opt.step()
 
 
-def _with_entropy(loss: Tensor, embeddings: Tensor, buffer, sigma: float) -> Tensor:
-    if buffer is None:
-        return loss
-    loss = loss + L.entropy_loss(embeddings, buffer, sigma)
-    buffer.push(embeddings)
-    return loss
-
-
-def _update(opt: torch.optim.Optimizer, loss: Tensor) -> None:
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-
-
 # ---- the measurements -------------------------------------------------------------------------
 
 def setting(params, bench: str):
