@@ -192,6 +192,23 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     status = run(["dvc", "status"], repo_copy)
     assert "up to date" in status.stdout
 
+    # A teammate's round trip through a DVC remote (README, "Sharing results: a DVC remote"):
+    # push, a fresh clone pulls, and nothing reruns there. The registry is this machine's
+    # (mlflow.db is not in git): the clone gets the receipts, not the registrations.
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    remote, clone = repo_copy.parent / "remote", repo_copy.parent / "teammate"
+    run(["dvc", "remote", "add", "-d", "team", str(remote)], repo_copy)
+    run(git + ["add", "-A"], repo_copy)
+    run(git + ["commit", "-qm", "a run, and the team's remote"], repo_copy)
+    run(["dvc", "push"], repo_copy)
+    run(["git", "clone", "-q", str(repo_copy), str(clone)], repo_copy.parent)
+    run(["dvc", "pull"], clone)
+    assert (clone / "models/gan/config.json").exists() and (clone / "registry/gan.json").exists()
+    pulled = run(["dvc", "repro"], clone)
+    assert "Running stage" not in pulled.stdout
+    assert "up to date" in run(["dvc", "status"], clone).stdout
+    assert not (clone / "mlflow.db").exists()
+
 
 def test_bad_data_stops_at_validate_and_nothing_downstream_runs(repo_copy):
     from embedlab.data.sources import load_digits_source
