@@ -46,8 +46,12 @@ def _model(name: str):
 def prepare(params_file: Path = ParamsOption, root: Path = RootOption) -> None:
     """Load data.source, resize, scale to [-1, 1], split, write data/prepared/."""
     from embedlab.data.prepare import run_prepare
+    from embedlab.data.sources import untracked_source_problem
 
     params, paths = _load(params_file, root)
+    problem = untracked_source_problem(params.data.source, paths.root)
+    if problem:
+        _fail(problem, code=2)
     data = run_prepare(params.data, paths.prepared, root=paths.root)
     counts = data.manifest["split"].value_counts().to_dict()
     typer.echo(f"prepared {len(data.labels)} images from {params.data.source} -> {paths.prepared} {counts}")

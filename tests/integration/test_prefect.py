@@ -128,8 +128,8 @@ def test_failed_gate_fails_the_flow_run_and_publishes_nothing(prefect_server, re
     raw = load_digits_source()
     labels = raw.labels.copy()
     labels[11] = 42  # outside the declared class range
-    np.savez(repo_copy / "bad.npz", images=np.stack(raw.images), labels=labels)
-    set_params(repo_copy, {"data": {"source": "npz:bad.npz", "num_classes": 10}})
+    np.savez(repo_copy / "data/raw/bad.npz", images=np.stack(raw.images), labels=labels)
+    set_params(repo_copy, {"data": {"source": "npz:data/raw/bad.npz", "num_classes": 10}})
 
     from prefect.logging.handlers import APILogWorker
 

@@ -1,7 +1,11 @@
 """Sources (all three), resize/scale, stratified split, manifest."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from embedlab.data.prepare import (
@@ -12,7 +16,7 @@ from embedlab.data.prepare import (
     stratified_split,
     write_prepared,
 )
-from embedlab.data.sources import load_source
+from embedlab.data.sources import load_source, untracked_source_problem
 from embedlab.params import DataParams
 
 from ..conftest import write_npz
@@ -117,3 +121,26 @@ def test_write_prepared_replaces_whole_dir(tmp_path, digits_prepared):
     write_prepared(digits_prepared, out)
     assert not (out / "stale.txt").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_prepare_refuses_a_source_dvc_cannot_see_and_reads_one_under_data_raw(tmp_path):
+    images, labels = np.random.default_rng(0).integers(0, 255, (40, 8, 8), dtype=np.uint8), np.arange(40) % 4
+    outside, inside = tmp_path / "mine.npz", tmp_path / "data/raw/mine.npz"
+    inside.parent.mkdir(parents=True)
+    for path in (outside, inside):
+        np.savez(path, images=images, labels=labels)
+
+    def prepare(source: str) -> subprocess.CompletedProcess:
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": {"source": source, "image_size": 8}}))
+        return subprocess.run([sys.executable, "-m", "embedlab.cli", "prepare", "--params", str(tmp_path / "params.yaml"),
+                               "--root", str(tmp_path)], capture_output=True, text=True)
+
+    for source in ("npz:mine.npz", f"npz:{outside}", "npz:data/raw/../mine.npz", f"folder:{tmp_path}"):
+        refused = prepare(source)
+        assert refused.returncode == 2, source
+        assert f"data.source {source!r} points outside data/raw/" in refused.stderr and "dvc add" in refused.stderr
+        assert not (tmp_path / "data/prepared").exists()  # nothing half-written
+    accepted = prepare("npz:data/raw/mine.npz")
+    assert accepted.returncode == 0, accepted.stderr
+    assert "prepared 40 images from npz:data/raw/mine.npz" in accepted.stdout
+    assert untracked_source_problem("sklearn-digits", tmp_path) is None  # the bundled digits need no file

@@ -156,13 +156,43 @@ def load_folder_source(path: Path) -> RawDataset:
     return RawDataset(images, np.asarray(labels, dtype=np.int64), ids, source, names, (0.0, 255.0), problems)
 
 
-def load_source(spec: str, root: Path = Path(".")) -> RawDataset:
+RAW_DIR = Path("data/raw")
+
+
+def source_location(spec: str, root: Path = Path(".")) -> Path | None:
+    """The file or folder an `npz:`/`folder:` source names (relative to root); None for bundled data."""
     if spec == "sklearn-digits":
+        return None
+    location = Path(spec.partition(":")[2]).expanduser()
+    return location if location.is_absolute() else root / location
+
+
+def untracked_source_problem(spec: str, root: Path = Path(".")) -> str | None:
+    """Why DVC cannot version this source, or None.
+
+    The `prepare` stage depends on data/raw/ (dvc.yaml), so a change to any byte under it
+    reruns prepare; data anywhere else would be read without DVC seeing it change.
+    """
+    location = source_location(spec, root)
+    if location is None:
+        return None
+    raw = (root / RAW_DIR).resolve()
+    if location.resolve().is_relative_to(raw):
+        return None
+    return (
+        f"data.source {spec!r} points outside {RAW_DIR}/ ({location.resolve()}): the prepare stage depends on "
+        f"{RAW_DIR}/, so DVC would not see that data change. Put it under {RAW_DIR}/ and track it: "
+        f"`dvc add {RAW_DIR}/<name>` (or `dvc import <repo> <path> -o {RAW_DIR}/<name>`, "
+        f"or `dvc import-url <url> {RAW_DIR}/<name>`), then set data.source: "
+        f"{spec.partition(':')[0]}:{RAW_DIR}/<name>"
+    )
+
+
+def load_source(spec: str, root: Path = Path(".")) -> RawDataset:
+    location = source_location(spec, root)
+    if location is None:
         return load_digits_source()
-    kind, _, location = spec.partition(":")
-    location = Path(location).expanduser()
-    if not location.is_absolute():
-        location = root / location
+    kind = spec.partition(":")[0]
     if kind == "npz":
         return load_npz_source(location)
     if kind == "folder":
