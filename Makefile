@@ -92,7 +92,7 @@ pool: setup     ## the process work pool the deployments use (idempotent)
 	$(BIN)/prefect work-pool inspect $(POOL) >/dev/null 2>&1 || $(BIN)/prefect work-pool create $(POOL) --type process
 
 deploy: pool    ## register nightly-retrain, train-model, validate-data from prefect.yaml
-	EMBEDLAB_ROOT=$(CURDIR) $(BIN)/prefect --no-prompt deploy --all
+	$(BIN)/prefect --no-prompt deploy --all
 
 worker: setup   ## run flow runs from the pool in this checkout
 	$(BIN)/prefect worker start --pool $(POOL)

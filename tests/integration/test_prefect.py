@@ -95,12 +95,15 @@ def artifacts_of(server: dict, flow_run_id) -> dict[str, object]:
 
 
 def test_nightly_deployment_runs_the_pipeline_through_a_worker(prefect_server, repo_copy):
-    root = {"EMBEDLAB_ROOT": str(repo_copy)}
+    # As an operator following Prefect's docs: `prefect deploy --all` from the repository root,
+    # nothing set; the worker starts in another folder.
     prefect(["work-pool", "create", "embedlab", "--type", "process"], prefect_server, repo_copy)
-    prefect(["--no-prompt", "deploy", "--all"], prefect_server, repo_copy, root)
+    prefect(["--no-prompt", "deploy", "--all"], prefect_server, repo_copy)
     started = prefect(["deployment", "run", "pipeline/nightly-retrain"], prefect_server, repo_copy)
     flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", started).group(1)
-    prefect(["worker", "start", "--pool", "embedlab", "--run-once"], prefect_server, repo_copy)
+    elsewhere = repo_copy.parent / "worker-home"
+    elsewhere.mkdir()
+    prefect(["worker", "start", "--pool", "embedlab", "--run-once"], prefect_server, elsewhere)
 
     with client(prefect_server) as c:
         run = c.read_flow_run(flow_run_id)
@@ -111,6 +114,10 @@ def test_nightly_deployment_runs_the_pipeline_through_a_worker(prefect_server, r
     schedule = deployment.schedules[0].schedule
     assert schedule.cron == "0 2 * * *" and schedule.timezone == "UTC"
     assert deployment.work_pool_name == "embedlab"
+    # Each deployment runs in the checkout it was deployed from, whatever the worker's folder.
+    assert deployment.pull_steps == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(repo_copy.resolve())}}]
+    assert "root" not in deployment.parameters
 
     artifacts = artifacts_of(prefect_server, run.id)
     assert {"validation-summary", "metrics-evaluator", "metrics-backbone", "registry-evaluator"} <= set(artifacts)
