@@ -71,12 +71,12 @@ class FeatureShiftParams(Section):
 
 
 class LabelSkewParams(Section):
-    num_clients: int = Field(5, ge=2, le=1000)
-    alpha: float = Field(0.5, gt=0.0, le=1000.0)
+    num_clients: int = Field(10, ge=2, le=1000)
+    alpha: float = Field(0.1, gt=0.0, le=1000.0)
     min_client_size: int = Field(10, ge=1)
     max_retries: int = Field(100, ge=1, le=100_000)
     # More Dirichlet concentrations, each its own split (label_skew_alpha<a>.npz), same clients.
-    extra_alphas: PositiveFloats = Field(default_factory=list)
+    extra_alphas: PositiveFloats = Field(default_factory=lambda: [0.5])
 
 
 
@@ -109,6 +109,23 @@ class ClassifierParams(Section):
     augment_shift: int = Field(1, ge=0, le=8)
 
 
+def with_defaults(schema: type[Section], name: str, **defaults) -> type[Section]:
+    """`schema` under another name with some defaults changed, every bound kept: one field
+    definition serves two params sections whose defaults differ (evaluator and backbone)."""
+    from pydantic.fields import FieldInfo
+
+    fields = {key: (schema.model_fields[key].annotation,
+                    FieldInfo.merge_field_infos(schema.model_fields[key], default=value))
+              for key, value in defaults.items()}
+    return create_model(name, __base__=schema, **fields)
+
+
+# The defaults are params.yaml's values (tests/unit/test_params.py compares every key).
+EvaluatorParams = with_defaults(ClassifierParams, "EvaluatorParams", seed=1)
+BackboneParams = with_defaults(ClassifierParams, "BackboneParams", seed=2, width=16, feature_dim=64, dropout=0.0,
+                               max_epochs=30)
+
+
 class EvaluationParams(Section):
     """How generated samples are scored (evaluation/): shared by every method's evaluate stage."""
 
@@ -132,8 +149,8 @@ class CoreParams(Section):
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
     partition: PartitionParams = PartitionParams()
     trainer: TrainerParams = TrainerParams()
-    evaluator: ClassifierParams = ClassifierParams(seed=1)
-    backbone: ClassifierParams = ClassifierParams(seed=2, width=16, feature_dim=64, dropout=0.0)
+    evaluator: EvaluatorParams = EvaluatorParams()
+    backbone: BackboneParams = BackboneParams()
     evaluation: EvaluationParams = EvaluationParams()
     registry: RegistryParams = RegistryParams()
 

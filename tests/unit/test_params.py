@@ -72,3 +72,61 @@ def test_cli_help_imports_no_heavy_library():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _leaf_paths(raw: dict, prefix: tuple = ()) -> list[tuple]:
+    paths = []
+    for key, value in raw.items():
+        paths += _leaf_paths(value, prefix + (key,)) if isinstance(value, dict) and value else [prefix + (key,)]
+    return paths
+
+
+def _schema_keys(schema, raw: dict, prefix: str = "") -> list[str]:
+    """Every field the schema defines that params.yaml leaves out (dotted keys)."""
+    from pydantic import BaseModel
+
+    missing = []
+    for name, field in schema.model_fields.items():
+        key = field.alias or name
+        if key not in raw:
+            missing.append(prefix + key)
+            continue
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel) and isinstance(raw[key], dict):
+            missing += _schema_keys(kind, raw[key], f"{prefix}{key}.")
+    return missing
+
+
+def test_params_yaml_is_the_one_source_of_defaults():
+    """params.yaml names every key, and deleting any one key (or section) runs the same params:
+    no schema default differs from the file."""
+    import copy
+
+    from embedlab.params import Params
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert _schema_keys(Params, raw) == []
+    full = parse_params(raw)
+    differ = []
+    for path in _leaf_paths(raw) + [(section,) for section in raw]:
+        trimmed = copy.deepcopy(raw)
+        parent = trimmed
+        for key in path[:-1]:
+            parent = parent[key]
+        value = parent.pop(path[-1])
+        dotted = ".".join(map(str, path))
+        try:
+            if parse_params(trimmed) != full:
+                differ.append(f"{dotted} (params.yaml {value!r})")
+        except ParamsError as exc:  # a key without a default: refused, and named
+            assert f"{dotted}: Field required" in str(exc), exc
+    assert differ == [], "deleting these keys changes the run: the schema default differs from params.yaml"
+
+
+def test_a_deleted_key_with_another_default_would_be_caught():
+    """The check above can fail: a params.yaml value that is not the schema's default is found."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["backbone"]["max_epochs"] += 1
+    edited = parse_params(raw)
+    del raw["backbone"]["max_epochs"]
+    assert parse_params(raw) != edited

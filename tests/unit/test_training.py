@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from embedlab.params import ClassifierParams, Params, TrainerParams
+from embedlab.params import EvaluatorParams, Params, TrainerParams
 from embedlab.paths import Paths
 from embedlab.training import TensorBatches, random_shift, resolve_device, resolve_precision
 
@@ -50,7 +50,7 @@ def test_tiny_classifier_fit_saves_loadable_weights(tmp_path, digits_prepared):
     write_prepared(digits_prepared, paths.prepared)
     params = Params(
         trainer=TrainerParams(progress_bar=False),
-        evaluator=ClassifierParams(seed=1, width=8, feature_dim=16, max_epochs=2, batch_size=32, lr=0.005),
+        evaluator=EvaluatorParams(seed=1, width=8, feature_dim=16, max_epochs=2, batch_size=32, lr=0.005),
     )
     EVALUATOR.train(params, paths)
     model_dir = paths.model_dir("evaluator")

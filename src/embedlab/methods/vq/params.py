@@ -1,5 +1,6 @@
 """The `vq` section of params.yaml (`SCHEMA`): the Params model takes it from here, by the
-MODELS entry (embedlab.params.method_schemas)."""
+MODELS entry (embedlab.params.method_schemas). Its defaults are params.yaml's values
+(tests/unit/test_params.py compares every key)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ class VQTokenizerParams(Section):
     commitment_weight: float = Field(0.25, ge=0.0, le=10.0)
     dead_code_threshold: float = Field(2.0, ge=0.0)
     lr: float = Field(2e-3, gt=0.0, le=1.0)
-    batch_size: int = Field(64, ge=1, le=65536)
-    max_epochs: int = Field(60, ge=1, le=10_000)
+    batch_size: int = Field(32, ge=1, le=65536)
+    max_epochs: int = Field(50, ge=1, le=10_000)
     patience: int = Field(10, ge=1)
-    augment_shift: int = Field(1, ge=0, le=8)
+    augment_shift: int = Field(0, ge=0, le=8)
 
 
 class VQPriorParams(Section):
@@ -29,16 +30,16 @@ class VQPriorParams(Section):
     layers: int = Field(4, ge=1, le=64)
     heads: int = Field(4, ge=1, le=64)
     mixtures: int = Field(8, ge=1, le=256)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
     class_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     lr: float = Field(1e-3, gt=0.0, le=1.0)
     batch_size: int = Field(128, ge=1, le=65536)
-    max_epochs: int = Field(60, ge=1, le=10_000)  # the ResGen prior
-    ar_max_epochs: int = Field(60, ge=1, le=10_000)  # the AR baseline (8x the tokens per image at D=8)
-    patience: int = Field(8, ge=1)
+    max_epochs: int = Field(20, ge=1, le=10_000)  # the ResGen prior
+    ar_max_epochs: int = Field(5, ge=1, le=10_000)  # the AR baseline (8x the tokens per image at D=8)
+    patience: int = Field(6, ge=1)
     augment_copies: int = Field(4, ge=0, le=64)
     steps: int = Field(8, ge=1, le=1024)
-    guidance: float = Field(2.0, ge=0.0, le=50.0)
+    guidance: float = Field(3.0, ge=0.0, le=50.0)
     temperature: float = Field(1.0, gt=0.0, le=10.0)
 
 
@@ -50,7 +51,7 @@ class VQParams(Section):
     prior: VQPriorParams = VQPriorParams()
     eval_depths: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
     samples_per_class: int = Field(100, ge=2, le=100_000)
-    timing_depths: list[int] = Field(default_factory=lambda: [2, 8], min_length=1)
+    timing_depths: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
     timing_samples: int = Field(1000, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
