@@ -41,3 +41,27 @@ def test_two_flower_rounds_equal_the_in_process_engine(tmp_path):
         mine = unstack(sim["states"]["net"], 2)[k]
         for name, value in flower_global.items():
             assert torch.allclose(value.float(), mine[name].float(), atol=1e-4), (k, name)
+
+
+def test_one_fraug_round_in_flower_aggregates_the_generator_and_never_sends_rtnet(tmp_path):
+    """FRAug through Flower: the generator is averaged by the server like the network, the RTNet
+    stays on its node (never in an upload), and the round equals the in-process engine's."""
+    from embedlab.methods.federated.params import FRAugParams
+
+    arrays = digits_partition(tmp_path / "feature_shift.npz")
+    fraug = FRAugParams(warmup_rounds=0).model_dump()  # synthetic embeddings from the first round
+    cfg = RunConfig(algorithm="fraug", seed=2, rounds=1, local_steps=3, batch_size=8, lr=0.05, momentum=0.9,
+                    weight_decay=5e-4, fraug=fraug,
+                    model={"kind": "cnn", "image_size": 8, "num_classes": 10, "width": 4, "embedding_dim": 8})
+    out = flower_app.run(cfg, {"file": str(tmp_path / "feature_shift.npz"), "size": 20}, num_clients=2)
+    assert set(out["global"]) == {"net", "gen"}  # what the clients sent and the server merged
+    assert out["global"]["gen"] and not any(k.startswith("bn") for k in out["global"]["net"])
+
+    clients = feature_shift_clients(arrays, 20, cfg.seed, "val", tmp_path / "feature_shift.npz")
+    sim = simulate(clients, cfg)
+    assert "rtnet" in sim["states"]  # each client trained one; it was never part of an upload
+    for part in ("net", "gen"):
+        for k in range(2):
+            mine = unstack(sim["states"][part], 2)[k]
+            for name, value in out["global"][part].items():
+                assert torch.allclose(value.float(), mine[name].float(), atol=1e-4), (part, k, name)

@@ -52,10 +52,11 @@ def test_stacked_network_equals_its_clients_run_alone():
     assert all(torch.equal(restacked[n], t) for n, t in net.state_dict().items())
 
 
-@pytest.mark.parametrize("algorithm", ["fedavg", "fedprox", "fedbn"])
+@pytest.mark.parametrize("algorithm", ["fedavg", "fedprox", "fedbn", "fraug"])
 def test_simulation_equals_lone_client_updates_and_server_aggregate(digit_clients, algorithm):
     """The stacked in-process run and a server loop over `client_update` (what a Flower
-    ClientApp calls) reach the same states: one engine, two drivers."""
+    ClientApp calls) reach the same states: one engine, two drivers. (FRAug's generator and
+    RTNet used to start from draws that depended on the number of clients: caught here.)"""
     c = cfg(algorithm)
     sim = simulate(digit_clients, c)
     glob, private = {}, [None] * 3
@@ -70,7 +71,14 @@ def test_simulation_equals_lone_client_updates_and_server_aggregate(digit_client
         mine = core.merge_global(private[k]["net"], glob["net"])
         for name, value in expected[k].items():
             assert torch.allclose(mine[name].float(), value.float(), atol=1e-4), (algorithm, k, name)
-    if algorithm == "fedbn":  # the clients' BatchNorms differ: they never left the clients
+    if algorithm == "fraug":  # the shared generator too; each RTNet stayed with its client
+        for k in range(3):
+            for name, value in unstack(sim["states"]["gen"], 3)[k].items():
+                assert torch.allclose(glob["gen"][name].float(), value.float(), atol=1e-4), (k, name)
+            for name, value in unstack(sim["states"]["rtnet"], 3)[k].items():
+                assert torch.allclose(private[k]["rtnet"][name].float(), value.float(), atol=1e-4), (k, name)
+        assert "rtnet" not in glob
+    if algorithm in ("fedbn", "fraug"):  # the clients' BatchNorms differ: they never left the clients
         assert not torch.allclose(expected[0]["bn1.weight"], expected[1]["bn1.weight"])
     else:
         assert torch.allclose(expected[0]["bn1.weight"], expected[1]["bn1.weight"])

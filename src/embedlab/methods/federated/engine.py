@@ -90,14 +90,18 @@ def build_model(model: dict, clients: int) -> torch.nn.Module:
 def init_parts(cfg: RunConfig, clients: int) -> dict[str, torch.nn.Module]:
     """One server initialisation, broadcast: the K = 1 networks drawn from the seed, copied to
     every client slot (so a lone `client_update` starts from the very same weights)."""
+    # Every K = 1 part is drawn before any stacked one, so the draws never depend on K.
     torch.manual_seed(cfg.seed)
     single = {"net": build_model(cfg.model, 1)}
+    fr = cfg.fraug if cfg.algorithm == "fraug" else None
+    if fr:
+        emb, classes = cfg.model["embedding_dim"], cfg.model["num_classes"]
+        single["gen"] = Generator(1, fr["noise_dim"], classes, emb, fr["hidden"])
+        single["rtnet"] = RTNet(1, emb, classes, fr["hidden"], fr["rtnet_init_scale"])
     parts = {"net": build_model(cfg.model, clients)}
-    if cfg.algorithm == "fraug":
-        fr, emb, classes = cfg.fraug, cfg.model["embedding_dim"], cfg.model["num_classes"]
-        for k, name in ((1, single), (clients, parts)):
-            name["gen"] = Generator(k, fr["noise_dim"], classes, emb, fr["hidden"])
-            name["rtnet"] = RTNet(k, emb, classes, fr["hidden"], fr["rtnet_init_scale"])
+    if fr:
+        parts["gen"] = Generator(clients, fr["noise_dim"], classes, emb, fr["hidden"])
+        parts["rtnet"] = RTNet(clients, emb, classes, fr["hidden"], fr["rtnet_init_scale"])
     for name, part in parts.items():
         part.load_state_dict(stack([single[name].state_dict()] * clients))
     return parts
