@@ -56,11 +56,20 @@ class ValidateParams(Section):
     std_intensity_range: tuple[float, float] = (0.05, 1.0)
 
 
+DomainName = Literal["original", "inverted", "rotated", "blurred_noise", "contrast", "mnistm", "svhn", "usps", "synth"]
+
+
 class FeatureShiftParams(Section):
-    domains: list[Literal["original", "inverted", "rotated", "blurred_noise", "contrast"]] = Field(
-        default_factory=lambda: ["original", "inverted", "rotated", "blurred_noise", "contrast"],
-        min_length=2,
-    )
+    """One client per domain (embedlab.data.domains). The source images are pooled over the
+    prepared splits and dealt out, one shard per source-derived domain (no image serves two);
+    `synth` renders its own. Each domain keeps train_per_class + val_per_class images per class
+    for train and val, and tests on the rest (synth: synth_test_per_class)."""
+
+    domains: list[DomainName] = Field(
+        default_factory=lambda: ["original", "synth", "mnistm", "svhn", "usps"], min_length=2)
+    train_per_class: int = Field(10, ge=1, le=100_000)
+    val_per_class: int = Field(5, ge=1, le=100_000)
+    synth_test_per_class: int = Field(100, ge=1, le=100_000)
 
     @field_validator("domains")
     @classmethod

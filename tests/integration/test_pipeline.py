@@ -116,7 +116,7 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     assert len(ls["comparisons"]["fedavg_ggeur-fedavg"]["per_seed"]) == 2
     assert fed["claims"]["fraug_vs_fedbn"]["precondition"]["description"].startswith("FedBN leaves room")
     assert fs["bytes_per_round"]["local"] == 0 < fs["bytes_per_round"]["fedbn"] < fs["bytes_per_round"]["fedavg"]
-    assert set(fs["per_client"]["fraug"]) == {"original", "inverted", "rotated", "blurred_noise", "contrast"}
+    assert set(fs["per_client"]["fraug"]) == {"original", "synth", "mnistm", "svhn", "usps"}
     assert len(ls["per_client"]["fedavg"]) == 10
     fed_receipt = json.loads((repo_copy / "registry/federated.json").read_text())
     assert fed_receipt["metric"] == "published.accuracy"
@@ -208,6 +208,24 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     assert "Running stage" not in pulled.stdout
     assert "up to date" in run(["dvc", "status"], clone).stdout
     assert not (clone / "mlflow.db").exists()
+
+    # A pull request, as .github/workflows/pr-report.yml runs it with a remote configured:
+    # `dvc pull --allow-missing`, then `dvc exp run`, on a fresh clone reruns only the stages whose params
+    # the PR changed (here the registry gate's: the publish stages), and fetches what they read
+    # (the trained models) from the remote instead of retraining.
+    pr = repo_copy.parent / "pull-request"
+    run(["git", "clone", "-q", str(repo_copy), str(pr)], repo_copy.parent)
+    set_params(pr, {"registry": {"min_delta": 0.001}})
+    workflow = (Path(__file__).resolve().parents[2] / ".github/workflows/pr-report.yml").read_text()
+    assert "dvc pull --allow-missing" in workflow and "dvc exp run\n" in workflow
+    for key, value in (("user.email", "t@t"), ("user.name", "t")):  # `dvc exp run` commits the experiment
+        run(["git", "config", key, value], pr)
+    run(["dvc", "pull", "--allow-missing"], pr)
+    exp = run(["dvc", "exp", "run"], pr)
+    reran = re.findall(r"Running stage '([^']+)'", exp.stdout)
+    assert sorted(reran) == sorted(f"publish@{m}" for m in MODELS), exp.stdout[-3000:]
+    assert (pr / "models/gan/config.json").exists()  # publish@gan's input came from the remote
+    assert json.loads((pr / "registry/gan.json").read_text())["version"] == 1  # the PR runner's own registry
 
 
 def test_bad_data_stops_at_validate_and_nothing_downstream_runs(repo_copy):

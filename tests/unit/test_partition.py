@@ -1,11 +1,13 @@
 """Domain transforms and federated partitions."""
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from embedlab.data.domains import DOMAINS, apply_domain
+from embedlab.data.domains import DOMAINS, apply_domain, digit_fonts, domain_statistics, generate_domain, synth
 from embedlab.data.partition import (
     PartitionError,
     assign_by_proportions,
@@ -104,8 +106,20 @@ def test_run_partition_writes_validated_report(tmp_path, digits_prepared):
     assert set(summary) == {"feature_shift", "label_skew", "label_skew_alpha0.5"}
     fs = load_partition(tmp_path / "partitions", "feature_shift")
     assert list(fs["client_names"]) == list(params.feature_shift.domains)
-    n_train = int((digits_prepared.manifest.split == "train").sum())
-    assert len(fs["train_labels"]) == n_train
+    cfg = params.feature_shift
+    for k, name in enumerate(fs["client_names"]):
+        for split, per_class in (("train", cfg.train_per_class), ("val", cfg.val_per_class)):
+            counts = np.bincount(fs[f"{split}_labels"][fs[f"{split}_client"] == k], minlength=10)
+            assert (counts == per_class).all(), (name, split, counts)
+    sizes = {c["name"]: c["train_size"] + c["val_size"] + c["test_size"] for c in summary["feature_shift"]["clients"]}
+    # Source-derived domains share the source images, each used once; synth renders its own.
+    assert sum(n for name, n in sizes.items() if name != "synth") == len(digits_prepared.labels)
+    assert sizes["synth"] == 10 * (cfg.train_per_class + cfg.val_per_class + cfg.synth_test_per_class)
+    assert min(c["test_size"] for c in summary["feature_shift"]["clients"]) >= 250
+    original = np.concatenate([fs[f"{s}_images"][fs[f"{s}_client"] == 0] for s in ("train", "val", "test")])
+    assert len(np.unique(original.reshape(len(original), -1), axis=0)) == len(original)  # no image in two splits
+    assert set(summary["feature_shift"]["domains"]) == set(cfg.domains)
+    assert (tmp_path / "report" / "domains.png").stat().st_size > 5000
     for setting in summary:
         for c in summary[setting]["clients"]:
             assert c["train_size"] == sum(c["train_histogram"]) > 0
@@ -122,3 +136,58 @@ def test_run_partition_writes_validated_report(tmp_path, digits_prepared):
     saved = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert saved == summary
     assert (tmp_path / "report" / "label_histograms.png").stat().st_size > 1000
+
+
+@pytest.fixture(scope="module")
+def digit_batch(digits_prepared):
+    images, labels = digits_prepared.split("train")
+    return images[:300], labels[:300]
+
+
+@pytest.mark.parametrize("name", ["mnistm", "svhn", "usps", "synth"])
+def test_dataset_domains_are_seeded_keep_every_class_and_stay_in_range(digit_batch, name):
+    images, labels = digit_batch
+
+    def make(seed):
+        if name == "synth":
+            return generate_domain(name, labels, 16, seed)
+        return apply_domain(name, images, seed)
+
+    first = make(1)
+    assert first.shape == images.shape and first.dtype == np.float32
+    assert first.min() >= -1 and first.max() <= 1 and np.isfinite(first).all()
+    np.testing.assert_array_equal(first, make(1))  # deterministic per seed
+    if name != "usps":  # usps draws nothing at random
+        assert not np.allclose(first, make(2))
+    assert len(np.unique(labels)) == 10  # the domain is made for every class of its labels
+    for c in range(10):
+        assert first[labels == c].std() > 0.05, c
+
+
+def test_domains_differ_in_a_measured_statistic(digit_batch):
+    """Each pair of the default domains is told apart by mean, std or edge energy."""
+    images, labels = digit_batch
+    stats = {name: domain_statistics(apply_domain(name, images, 1)) for name in ("original", "mnistm", "svhn", "usps")}
+    stats["synth"] = domain_statistics(generate_domain("synth", labels, 16, 1))
+    names = list(stats)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            gap = max(abs(stats[a][k] - stats[b][k]) / max(abs(stats[a][k]), abs(stats[b][k])) for k in stats[a])
+            assert gap > 0.1, (a, b, stats[a], stats[b])
+
+
+def test_synth_uses_fonts_whose_digits_read_as_digits():
+    names = {Path(f).name for f in digit_fonts()}
+    assert {"DejaVuSans.ttf", "DejaVuSerif.ttf", "cmr10.ttf", "STIXGeneral.ttf"} <= names
+    assert not names & {"cmsy10.ttf", "cmex10.ttf", "LastResortHE-Regular.ttf"}  # symbols, not digits
+    images = synth(np.arange(10), 16, np.random.default_rng(0))
+    assert images.shape == (10, 1, 16, 16)
+
+
+def test_feature_shift_errors_name_the_key(digits_prepared):
+    with pytest.raises(PartitionError, match=r"partition.feature_shift: domain 'original' .*train_per_class"):
+        run_partition(digits_prepared, PartitionParams(feature_shift={"train_per_class": 60}), Path("/nonexistent/a"),
+                      Path("/nonexistent/b"))
+    letters = replace(digits_prepared, meta={**digits_prepared.meta, "class_names": list("abcdefghij")})
+    with pytest.raises(PartitionError, match="'synth' renders the digits 0-9"):
+        run_partition(letters, PartitionParams(), Path("/nonexistent/a"), Path("/nonexistent/b"))

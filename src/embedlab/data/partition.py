@@ -4,9 +4,11 @@ Two settings, each written to data/partitions/<setting>.npz with arrays
 `{split}_images`, `{split}_labels`, `{split}_client` for split in train/val/test
 and `client_names`:
 
-- feature_shift: one client per domain (a fixed image transform). Every split is
-  cut into stratified shards, so all clients share one label distribution and
-  differ only in how their images look.
+- feature_shift: one client per domain (embedlab.data.domains): the source images
+  pooled over the prepared splits, dealt out in stratified shards (one per
+  source-derived domain), each shard transformed and split per class into train /
+  val / test (`synth` renders its own). All clients share one label distribution
+  and differ only in how their images look; reports/partition/domains.png shows them.
 - label_skew: Dirichlet(alpha) class proportions over K clients (and one more file,
   label_skew_alpha<a>.npz, per entry of `label_skew.extra_alphas`). Each sample is
   sent to a client drawn from its own class's proportions (not a cumulative-sum
@@ -27,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from embedlab.data.domains import apply_domain
+from embedlab.data.domains import GENERATED, apply_domain, generate_domain
+from embedlab.data.domains import domain_statistics as image_statistics
 from embedlab.data.prepare import SPLITS, PreparedData
 from embedlab.params import LabelSkewParams, PartitionParams
 
@@ -82,18 +85,98 @@ def _histogram(labels: np.ndarray, num_classes: int) -> list[int]:
     return np.bincount(labels, minlength=num_classes)[:num_classes].astype(int).tolist()
 
 
+def split_per_class(labels: np.ndarray, counts: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """0 (train), 1 (val) or 2 (test) per sample: `counts` = (train, val) of each class, drawn
+    at random; the rest of the class is test."""
+    split = np.full(len(labels), 2, dtype=np.int64)
+    for label in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == label))
+        split[idx[:counts[0]]] = 0
+        split[idx[counts[0]:counts[0] + counts[1]]] = 1
+    return split
+
+
 def feature_shift(data: PreparedData, params: PartitionParams) -> dict[str, np.ndarray]:
-    domains = params.feature_shift.domains
+    """One client per domain. Source-derived domains share the source images, pooled over the
+    prepared splits and dealt out stratified (no image serves two domains, nor two splits);
+    `synth` renders its own, as many as its splits take."""
+    fs = params.feature_shift
+    domains = fs.domains
     rng = np.random.default_rng(params.seed)
+    images = np.concatenate([data.split(s)[0] for s in SPLITS])
+    labels = np.concatenate([data.split(s)[1] for s in SPLITS])
+    derived = [d for d in domains if d not in GENERATED]
+    shard = stratified_shards(labels, max(len(derived), 1), rng)
+    classes = np.arange(data.num_classes)
+    if any(d in GENERATED for d in domains):
+        names = data.meta.get("class_names") or []
+        if [str(n) for n in names] != [str(c) for c in classes] or data.num_classes != 10:
+            raise PartitionError(
+                f"partition.feature_shift.domains: 'synth' renders the digits 0-9, but the source's classes are "
+                f"{names[:12]}; drop 'synth' for a source that is not digits")
+    need = fs.train_per_class + fs.val_per_class + 1
+    parts = {split: {"images": [], "labels": [], "client": []} for split in SPLITS}
+    for k, domain in enumerate(domains):
+        seed = params.seed * 1000 + k
+        if domain in GENERATED:
+            own = np.repeat(classes, fs.train_per_class + fs.val_per_class + fs.synth_test_per_class)
+            own_images = generate_domain(domain, own, images.shape[-1], seed)
+        else:
+            mask = shard == derived.index(domain)
+            own = labels[mask]
+            short = [int(c) for c in classes if (own == c).sum() < need]
+            if short:
+                raise PartitionError(
+                    f"partition.feature_shift: domain {domain!r} holds {int(mask.sum())} source images "
+                    f"({len(derived)} domains share {len(labels)}), fewer than train_per_class + val_per_class + 1 "
+                    f"= {need} for classes {short}; lower train_per_class / val_per_class or use fewer domains")
+            own_images = apply_domain(domain, images[mask], seed=seed)
+        split = split_per_class(own, (fs.train_per_class, fs.val_per_class), np.random.default_rng(seed))
+        for s, name in enumerate(SPLITS):
+            parts[name]["images"].append(own_images[split == s].astype(np.float32))
+            parts[name]["labels"].append(own[split == s])
+            parts[name]["client"].append(np.full((split == s).sum(), k, dtype=np.int64))
     arrays: dict[str, np.ndarray] = {"client_names": np.asarray(domains)}
-    for split in SPLITS:
-        images, labels = data.split(split)
-        client = stratified_shards(labels, len(domains), rng)
-        out = np.empty_like(images)
-        for k, domain in enumerate(domains):
-            out[client == k] = apply_domain(domain, images[client == k], seed=params.seed * 1000 + k)
-        arrays.update({f"{split}_images": out, f"{split}_labels": labels, f"{split}_client": client})
+    for name, part in parts.items():
+        for key, values in part.items():
+            arrays[f"{name}_{key}"] = np.concatenate(values)
     return arrays
+
+
+def domain_statistics(arrays: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Per feature-shift client (domain), its images' mean, std and edge energy, over all splits."""
+    out = {}
+    for k, name in enumerate(arrays["client_names"]):
+        images = np.concatenate([arrays[f"{s}_images"][arrays[f"{s}_client"] == k] for s in SPLITS])
+        out[str(name)] = {key: round(value, 4) for key, value in image_statistics(images).items()}
+    return out
+
+
+def plot_domains(arrays: dict[str, np.ndarray], num_classes: int, out: Path, per_class: int = 2) -> None:
+    """reports/partition/domains.png: train images of every domain, a row each, by class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [str(n) for n in arrays["client_names"]]
+    cols = num_classes * per_class
+    fig, axes = plt.subplots(len(names), cols, figsize=(0.55 * cols, 0.62 * len(names) + 0.3), squeeze=False)
+    for k, name in enumerate(names):
+        mine = arrays["train_client"] == k
+        for c in range(num_classes):
+            picks = np.flatnonzero(mine & (arrays["train_labels"] == c))[:per_class]
+            for j in range(per_class):
+                ax = axes[k, c * per_class + j]
+                if j < len(picks):
+                    ax.imshow(arrays["train_images"][picks[j], 0], cmap="gray", vmin=-1, vmax=1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+        axes[k, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle("feature-shift clients: train images by class (partition.feature_shift.domains)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
 
 
 def label_skew_setting(alpha: float) -> str:
@@ -199,6 +282,7 @@ def run_partition(data: PreparedData, params: PartitionParams, out_dir: Path, re
     min_train = {s: params.label_skew.min_client_size for s in settings}
     check_report(table, data.num_classes, {**min_train, "feature_shift": 1})
     summary = summarise(table)
+    summary["feature_shift"]["domains"] = domain_statistics(settings["feature_shift"])
 
     # Build both outputs beside their final place, then swap in: a failure leaves nothing half-written.
     staged = []
@@ -212,6 +296,7 @@ def run_partition(data: PreparedData, params: PartitionParams, out_dir: Path, re
         (tmp_report / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         table.to_csv(tmp_report / "clients.csv", index=False)
         plot_histograms(table, tmp_report / "label_histograms.png")
+        plot_domains(settings["feature_shift"], data.num_classes, tmp_report / "domains.png")
         for tmp, final in staged:
             if final.exists():
                 shutil.rmtree(final)

@@ -40,7 +40,7 @@ class GGEURParams(Section):
 
 class FedFeatureShiftParams(FedTrainParams):
     samples_per_client: int = Field(30, ge=1)
-    sizes: list[int] = Field(default_factory=lambda: [30, 100, 250], min_length=1)
+    sizes: list[int] = Field(default_factory=lambda: [10, 30, 100], min_length=1)
     width: int = Field(8, ge=1, le=1024)
     embedding_dim: int = Field(64, ge=2, le=4096)
     algorithms: list[Literal["local", "fedavg", "fedprox", "fedbn", "fraug"]] = Field(
