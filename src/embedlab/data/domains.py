@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-LUMA = np.array([0.299, 0.587, 0.114])
+from embedlab.data.sources import LUMA
 
 
 def original(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:

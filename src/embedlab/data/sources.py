@@ -46,6 +46,9 @@ def _empty(source: str, problems: list[IngestProblem]) -> RawDataset:
     return RawDataset([], np.zeros(0, dtype=np.int64), [], source, problems=problems)
 
 
+LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601: RGB -> grey, here and in data.domains
+
+
 def to_gray(image: np.ndarray, channels_last: bool = True) -> np.ndarray:
     """(H, W), (H, W, C) or (C, H, W) -> (H, W) float64; RGB(A) by ITU-R 601 luma."""
     image = np.asarray(image, dtype=np.float64)
@@ -55,7 +58,7 @@ def to_gray(image: np.ndarray, channels_last: bool = True) -> np.ndarray:
         image = np.moveaxis(image, 0, -1)
     if image.shape[-1] == 1:
         return image[..., 0]
-    return image[..., :3] @ np.array([0.299, 0.587, 0.114])
+    return image[..., :3] @ LUMA
 
 
 def load_digits_source() -> RawDataset:
