@@ -184,7 +184,7 @@ def test_prefect_yaml_deployments():
         path, func = d["entrypoint"].split(":")
         assert (REPO / path).exists()
         flow = getattr(module, func)
-        assert set(d["parameters"]) <= set(flow.parameters.properties), d["name"]
+        assert set(d.get("parameters") or {}) <= set(flow.parameters.properties), d["name"]
 
 
 def test_stream_logs_one_line_per_epoch(tmp_path):
