@@ -191,3 +191,14 @@ def test_feature_shift_errors_name_the_key(digits_prepared):
     letters = replace(digits_prepared, meta={**digits_prepared.meta, "class_names": list("abcdefghij")})
     with pytest.raises(PartitionError, match="'synth' renders the digits 0-9"):
         run_partition(letters, PartitionParams(), Path("/nonexistent/a"), Path("/nonexistent/b"))
+
+
+def test_params_accept_exactly_the_domains_the_code_makes():
+    """params.DomainName (what params.yaml may name) is a second list beside domains.DOMAINS and
+    GENERATED (what partition can make): they must not drift apart."""
+    from typing import get_args
+
+    from embedlab.data.domains import GENERATED
+    from embedlab.params import DomainName
+
+    assert set(get_args(DomainName)) == set(DOMAINS) | set(GENERATED)
