@@ -66,7 +66,7 @@ class FeatureShiftParams(Section):
     for train and val, and tests on the rest (synth: synth_test_per_class)."""
 
     domains: list[DomainName] = Field(
-        default_factory=lambda: ["original", "synth", "mnistm", "svhn", "usps"], min_length=2)
+        default_factory=lambda: ["original", "synth", "mnistm", "svhn", "usps", "inverted"], min_length=2)
     train_per_class: int = Field(10, ge=1, le=100_000)
     val_per_class: int = Field(5, ge=1, le=100_000)
     synth_test_per_class: int = Field(100, ge=1, le=100_000)
@@ -80,12 +80,12 @@ class FeatureShiftParams(Section):
 
 
 class LabelSkewParams(Section):
-    num_clients: int = Field(10, ge=2, le=1000)
-    alpha: float = Field(0.1, gt=0.0, le=1000.0)
-    min_client_size: int = Field(10, ge=1)
-    max_retries: int = Field(100, ge=1, le=100_000)
+    num_clients: int = Field(20, ge=2, le=1000)
+    alpha: float = Field(0.05, gt=0.0, le=1000.0)
+    min_client_size: int = Field(5, ge=1)
+    max_retries: int = Field(1000, ge=1, le=100_000)
     # More Dirichlet concentrations, each its own split (label_skew_alpha<a>.npz), same clients.
-    extra_alphas: PositiveFloats = Field(default_factory=lambda: [0.5])
+    extra_alphas: PositiveFloats = Field(default_factory=lambda: [0.1])
 
 
 

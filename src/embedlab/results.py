@@ -171,6 +171,40 @@ def federated_table(root: Path) -> str:
     return table(["setting", "algorithm", "test accuracy (mean over seeds) [95% CI]"], rows)
 
 
+def federated_tuning_table(root: Path) -> str:
+    """Each tuned arm's val budget: every configuration with its val accuracy on the selection seeds."""
+    t = _load(root, "federated").get("tuning", {})
+    rows = []
+    for arm in ("fedbn", "fraug"):
+        if arm in t:
+            for config, val in zip(t[arm]["configs"], t[arm]["val_accuracy"]):
+                chosen = "**chosen**" if config == t[arm]["chosen"] else ""
+                rows.append([arm, ", ".join(f"{k} {v:g}" for k, v in config.items()), f"{val:.4f}", chosen])
+    seeds = ", ".join(str(s) for s in t.get("fedbn", {}).get("seeds", []))
+    return table(["arm", "configuration", f"final-round val accuracy (mean over selection seeds {seeds})", ""], rows)
+
+
+def federated_sweep_table(root: Path) -> str:
+    """Every size and alpha: the baselines' room and each claim's paired difference and verdict."""
+    m = _load(root, "federated")
+    rows = []
+    for n, b in m["feature_shift"]["by_size"].items():
+        acc, comp = b["accuracy"], b["comparisons"]
+        room = min(acc["fedbn"]["value"] - acc["fedavg"]["value"], acc["fedbn"]["value"] - acc["local"]["value"]) \
+            if {"fedbn", "fedavg", "local"} <= set(acc) else None
+        c = comp.get("fraug-fedbn")
+        if c:
+            rows.append([f"feature shift, {n} per client", c["claim"], fmt(room, 4), score(c["difference"], 4),
+                         f"**{c['verdict']}**"])
+    for a, b in m["label_skew"]["by_alpha"].items():
+        acc, c = b["accuracy"], b["comparisons"].get("fedavg_ggeur-fedavg")
+        room = acc["central"]["value"] - acc["fedavg"]["value"] if {"central", "fedavg"} <= set(acc) else None
+        if c:
+            rows.append([f"label skew, alpha {a}", c["claim"], fmt(room, 4), score(c["difference"], 4),
+                         f"**{c['verdict']}**"])
+    return table(["setting", "claim", "room (precondition >= 0.05)", "paired difference [95% CI]", "verdict"], rows)
+
+
 def published_table(root: Path) -> str:
     rows = []
     for name in ("vq", "gan", "federated", "diffusion"):
@@ -194,7 +228,8 @@ def timing_table(root: Path) -> str:
     diff = _load(root, "diffusion").get("wall_seconds", {}).get("train")
     rows = [["vq", "tokenizer + ResGen + AR, x 3 training seeds", minutes(vq)],
             ["gan", "tuning (3 values x 5 arms x 3 benchmarks) + 77 reported runs", minutes(gan)],
-            ["federated", "every setting, algorithm, size or alpha and seed", minutes(fed)],
+            ["federated", "val tuning (2 arms x 3 configurations x 3 selection seeds) + every setting, algorithm, "
+                          "size or alpha and seed", minutes(fed)],
             ["diffusion", "DDPM + 5 PPAP experts + 5 supervised experts + scale sweep, x 3 training seeds",
              minutes(diff)]]
     return table(["train stage", "what it trains", "wall time"], rows)
@@ -215,6 +250,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "claims": claims_table, "preconditions": preconditions_table, "references": references_table,
     "floor": floor_table, "diffusion": diffusion_table, "gan": gan_table, "gan-digits": gan_digits_table,
     "vq": vq_table, "vq-depth": vq_depth_table, "federated": federated_table, "published": published_table,
+    "federated-tuning": federated_tuning_table, "federated-sweep": federated_sweep_table,
     "timing": timing_table,
 }
 

@@ -49,7 +49,7 @@ def test_one_fraug_round_in_flower_aggregates_the_generator_and_never_sends_rtne
     from embedlab.methods.federated.params import FRAugParams
 
     arrays = digits_partition(tmp_path / "feature_shift.npz")
-    fraug = FRAugParams(warmup_rounds=0).model_dump()  # synthetic embeddings from the first round
+    fraug = FRAugParams().model_dump()  # the released form: synthetic embeddings from the first round
     cfg = RunConfig(algorithm="fraug", seed=2, rounds=1, local_steps=3, batch_size=8, lr=0.05, momentum=0.9,
                     weight_decay=5e-4, fraug=fraug,
                     model={"kind": "cnn", "image_size": 8, "num_classes": 10, "width": 4, "embedding_dim": 8})

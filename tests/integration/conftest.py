@@ -46,7 +46,7 @@ TINY = {
         "seeds": [0, 1],
         "feature_shift": {"samples_per_client": 10, "sizes": [10, 20], "rounds": 2, "local_steps": 2, "ggeur_rounds": 2},
         "label_skew": {"rounds": 2, "local_steps": 2},
-        "fraug": {"warmup_rounds": 1},
+        "tuning": {"seeds": [100], "fedbn": [{"lr": 0.05}, {"lr": 0.1}], "fraug": [{"lambda_r": 1.0}, {"lambda_r": 10.0}]},
         "ggeur": {"target_size": 5},
         "workers": 2,
     },

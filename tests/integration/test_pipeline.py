@@ -110,14 +110,19 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     fs, ls = fed["feature_shift"], fed["label_skew"]
     assert set(fs["accuracy"]) == {"local", "fedavg", "fedprox", "fedbn", "fraug", "fedavg_head", "ggeur"}
     assert set(fs["by_size"]) == {"10", "20"} and fs["samples_per_client"] == 10
-    assert set(ls["accuracy"]) == {"fedavg", "fedavg_ggeur", "fedprox", "fedprox_ggeur"}
-    assert set(ls["by_alpha"]) == {"0.1", "0.5"} and ls["alpha"] == 0.1
+    assert set(ls["accuracy"]) == {"central", "fedavg", "fedavg_ggeur"}
+    assert set(ls["by_alpha"]) == {"0.05", "0.1"} and ls["alpha"] == 0.05
     assert len(fs["comparisons"]["fraug-fedbn"]["per_seed"]) == 2 and is_score(fs["accuracy"]["fedbn"])
     assert len(ls["comparisons"]["fedavg_ggeur-fedavg"]["per_seed"]) == 2
     assert fed["claims"]["fraug_vs_fedbn"]["precondition"]["description"].startswith("FedBN leaves room")
+    assert fed["claims"]["ggeur_vs_fedavg"]["precondition"]["description"].startswith("FedAvg leaves room: central")
+    # Equal val budgets on the selection seed, never a scored one; the label-free embedder was copied.
+    assert fed["tuning"]["budget"] == {"fedbn": 2, "fraug": 2} and fed["tuning"]["fedbn"]["seeds"] == [100]
+    assert fed["embedding"]["source"] == "vq"
+    assert (repo_copy / "models/federated/embedding/tokenizer.safetensors").stat().st_size > 0
     assert fs["bytes_per_round"]["local"] == 0 < fs["bytes_per_round"]["fedbn"] < fs["bytes_per_round"]["fedavg"]
-    assert set(fs["per_client"]["fraug"]) == {"original", "synth", "mnistm", "svhn", "usps"}
-    assert len(ls["per_client"]["fedavg"]) == 10
+    assert set(fs["per_client"]["fraug"]) == {"original", "synth", "mnistm", "svhn", "usps", "inverted"}
+    assert len(ls["per_client"]["fedavg"]) == 20
     fed_receipt = json.loads((repo_copy / "registry/federated.json").read_text())
     assert fed_receipt["metric"] == "published.accuracy"
     assert fed_receipt["value"] == fed["published"]["accuracy"]["value"]
@@ -131,7 +136,7 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     assert set(published) == {"feature_shift", "label_skew"} and (fed_bundle / "feature_shift.safetensors").exists()
     assert published["feature_shift"] == fed["published"]["feature_shift"]["run"]
     run_info = next(r for r in info["runs"] if r["key"] == published["feature_shift"])
-    images = torch.randn(3, 5, 1, 16, 16, generator=torch.Generator().manual_seed(0))  # (B, clients, ...)
+    images = torch.randn(3, 6, 1, 16, 16, generator=torch.Generator().manual_seed(0))  # (B, clients, ...)
     expected = _rebuild(run_info, states[run_info["key"]]).eval()(images.transpose(0, 1)).transpose(0, 1)
     got = torch.as_tensor(np.asarray(load_model("federated", "champion", paths=paths)(images)))
     assert torch.allclose(got, expected, atol=1e-5)
@@ -139,7 +144,11 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
 
     rebuilt = load_bundle(fed_bundle)
     assert torch.allclose(rebuilt["feature_shift"](images.transpose(0, 1)).transpose(0, 1), expected, atol=1e-5)
-    assert rebuilt["label_skew"](torch.zeros(10, 2, 8)).shape == (10, 2, 10)  # tiny backbone: 8-d embeddings
+    # The label-skew head classifies the bundled frozen embedder's output (tiny vq: 4 x 4 x 8 = 128-d).
+    embedded = rebuilt["embedding"](x[:2])
+    assert embedded.shape == (2, 128)
+    k = rebuilt["label_skew"].clients
+    assert rebuilt["label_skew"](embedded.expand(k, 2, 128)).shape == (k, 2, 10)
     for picture in ("accuracy_vs_round.png", "per_client_accuracy.png"):
         assert (repo_copy / "plots/federated" / picture).stat().st_size > 0, picture
 
@@ -179,7 +188,8 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     for code in snippets:
         exec(compile(code, "docs/registry.md", "exec"), namespace)
     assert tuple(namespace["samples"].shape) == (10, 1, 16, 16) and tuple(namespace["digits"].shape) == (64, 1, 16, 16)
-    assert set(namespace["nets"]) == {"feature_shift", "label_skew"} and tuple(namespace["logits"].shape) == (4, 5, 10)
+    assert set(namespace["nets"]) == {"feature_shift", "label_skew", "embedding"} and tuple(namespace["logits"].shape) == (4, 6, 10)
+    assert tuple(namespace["label_skew"].shape) == (4, 10)
     assert tuple(namespace["guided"].shape) == (80, 1, 16, 16)
     assert namespace["card"].startswith("# embedlab-gan") and "## Claims" in namespace["card"]
     from embedlab.methods import get_model

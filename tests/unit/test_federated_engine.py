@@ -13,9 +13,20 @@ from embedlab.methods.federated.clients import (
     ggeur_augment,
     stratified_subset,
 )
-from embedlab.methods.federated.engine import ALGORITHMS, ClientData, RunConfig, client_update, rbf_mmd2, simulate, split_payload
-from embedlab.methods.federated.nets import ClientCNN, stack, unstack
-from embedlab.methods.federated.params import FRAugParams, GGEURParams
+from embedlab.methods.federated.engine import (
+    ALGORITHMS,
+    ClientData,
+    RunConfig,
+    balanced_labels,
+    client_update,
+    loss_ratio,
+    multi_kernel_mmd,
+    rbf_mmd2,
+    simulate,
+    split_payload,
+)
+from embedlab.methods.federated.nets import ClientCNN, ReleasedRTNet, stack, unstack
+from embedlab.methods.federated.params import FRAugDampedParams, FRAugParams, GGEURParams
 
 CNN = {"kind": "cnn", "image_size": 8, "num_classes": 10, "width": 4, "embedding_dim": 8}
 
@@ -34,9 +45,12 @@ def digit_clients():
 
 
 def cfg(algorithm: str, rounds: int = 2, **kw) -> RunConfig:
+    """`fraug` runs the released form, `fraug-damped` the earlier variant."""
+    algorithm, _, form = algorithm.partition("-")
+    fraug = FRAugParams(form=form or "released", damped=FRAugDampedParams(warmup_rounds=1, hidden=8, noise_dim=4))
     base = dict(algorithm=algorithm, seed=3, rounds=rounds, local_steps=3, batch_size=8, lr=0.05, momentum=0.9,
                 weight_decay=5e-4, mu=0.1 if algorithm == "fedprox" else 0.0, model=CNN,
-                fraug=FRAugParams(warmup_rounds=1, hidden=8, noise_dim=4).model_dump() if algorithm == "fraug" else None)
+                fraug=fraug.model_dump() if algorithm == "fraug" else None)
     return RunConfig(**{**base, **kw})
 
 
@@ -52,7 +66,7 @@ def test_stacked_network_equals_its_clients_run_alone():
     assert all(torch.equal(restacked[n], t) for n, t in net.state_dict().items())
 
 
-@pytest.mark.parametrize("algorithm", ["fedavg", "fedprox", "fedbn", "fraug"])
+@pytest.mark.parametrize("algorithm", ["fedavg", "fedprox", "fedbn", "fraug", "fraug-damped"])
 def test_simulation_equals_lone_client_updates_and_server_aggregate(digit_clients, algorithm):
     """The stacked in-process run and a server loop over `client_update` (what a Flower
     ClientApp calls) reach the same states: one engine, two drivers. (FRAug's generator and
@@ -71,14 +85,14 @@ def test_simulation_equals_lone_client_updates_and_server_aggregate(digit_client
         mine = core.merge_global(private[k]["net"], glob["net"])
         for name, value in expected[k].items():
             assert torch.allclose(mine[name].float(), value.float(), atol=1e-4), (algorithm, k, name)
-    if algorithm == "fraug":  # the shared generator too; each RTNet stayed with its client
+    if algorithm.startswith("fraug"):  # the shared generator too; each RTNet stayed with its client
         for k in range(3):
             for name, value in unstack(sim["states"]["gen"], 3)[k].items():
                 assert torch.allclose(glob["gen"][name].float(), value.float(), atol=1e-4), (k, name)
             for name, value in unstack(sim["states"]["rtnet"], 3)[k].items():
                 assert torch.allclose(private[k]["rtnet"][name].float(), value.float(), atol=1e-4), (k, name)
         assert "rtnet" not in glob
-    if algorithm in ("fedbn", "fraug"):  # the clients' BatchNorms differ: they never left the clients
+    if algorithm in ("fedbn", "fraug", "fraug-damped"):  # the clients' BatchNorms differ: they never left the clients
         assert not torch.allclose(expected[0]["bn1.weight"], expected[1]["bn1.weight"])
     else:
         assert torch.allclose(expected[0]["bn1.weight"], expected[1]["bn1.weight"])
@@ -101,7 +115,7 @@ def test_fraug_payload_holds_no_rtnet_no_norm_layers_and_no_samples(digit_client
 
 
 def test_every_algorithm_runs_end_to_end_and_learns(digit_clients):
-    for algorithm in ALGORITHMS:
+    for algorithm in [*ALGORITHMS, "fraug-damped"]:
         out = simulate(digit_clients, cfg(algorithm, rounds=8, local_steps=8, batch_size=16))
         acc = [np.mean(a) for a in out["history"]["eval_acc"]]
         assert len(acc) == 8
@@ -109,13 +123,46 @@ def test_every_algorithm_runs_end_to_end_and_learns(digit_clients):
         assert acc[-1] > 0.2 and acc[-1] > acc[0] + 0.05, (algorithm, acc)
         sent = out["history"]["upload_bytes"]
         assert (sum(sent) == 0) == (algorithm == "local"), algorithm
-    again = simulate(digit_clients, cfg("fraug", rounds=8, local_steps=8, batch_size=16))
+    again = simulate(digit_clients, cfg(algorithm, rounds=8, local_steps=8, batch_size=16))
     assert again["final_eval_acc"] == out["final_eval_acc"]  # deterministic for a seed
 
 
 def test_fraug_bytes_include_the_generator_and_fedbn_sends_less_than_fedavg(digit_clients):
     sent = {a: simulate(digit_clients, cfg(a, rounds=1))["history"]["upload_bytes"][0] for a in ("fedavg", "fedbn", "fraug")}
     assert sent["fedbn"] < sent["fedavg"] < sent["fraug"]
+
+
+def test_released_fraug_parts_follow_the_released_code(digit_clients):
+    """The released form's pieces: RTNet output through a BatchNorm at gamma = 1 (unit scale,
+    not damped), class means as a running EMA over the classes a batch holds, balanced labels
+    that cycle through every class, the loss ratio capped at 0.5, a multi-kernel MMD."""
+    torch.manual_seed(0)
+    rt = ReleasedRTNet(2, 8, 10).train()
+    g, base = torch.rand(2, 64, 8), torch.zeros(2, 64, 8)
+    y = torch.randint(0, 10, (2, 64))
+    out = rt(g, base, y)
+    assert torch.allclose(out.std((1,)).mean(), torch.tensor(1.0), atol=0.05)  # BN at gamma 1: unit scale
+    assert all(torch.allclose(w, torch.ones_like(w)) for n, w in rt.state_dict().items() if n.endswith("bn.weight"))
+    f = torch.rand(2, 4, 8)
+    y = torch.tensor([[0, 0, 1, 1], [2, 2, 2, 2]])
+    rt.update_means(f, y, 0.3)
+    assert torch.allclose(rt.class_means[0, 0], 0.3 * f[0, :2].mean(0))
+    assert torch.allclose(rt.class_means[1, 2], 0.3 * f[1].mean(0))
+    assert rt.class_means[0, 2:].abs().sum() == 0 and rt.class_means[1, :2].abs().sum() == 0  # absent: untouched
+    rt.update_means(f, y, 0.3)
+    assert torch.allclose(rt.class_means[1, 2], (0.3 + 0.7 * 0.3) * f[1].mean(0))
+    labels = torch.cat([balanced_labels(0, 20, s, 32, 10) for s in range(5)])
+    assert np.bincount(labels.numpy(), minlength=10).tolist() == [16] * 10
+    assert not torch.equal(balanced_labels(0, 20, 0, 32, 10), balanced_labels(0, 20, 1, 32, 10))
+    assert [loss_ratio(r, 300, 0.5, 0.002) for r in (0, 299)] == [0.5, 0.5]  # digits: constant 0.5
+    assert loss_ratio(0, 1000, 0.5, 0.002) < 0.5
+    x = torch.randn(2, 32, 4, generator=torch.Generator().manual_seed(1))
+    assert multi_kernel_mmd(x, x).abs().max() < 1e-6
+    assert (multi_kernel_mmd(x, x + 2.0) > multi_kernel_mmd(x, x + 0.2)).all()
+    # In a run, the class means stay with the client, never in the update.
+    update, private = client_update({}, digit_clients[0], cfg("fraug"), client_id=0, rnd=0)
+    assert private["rtnet"]["class_means"].abs().sum() > 0
+    assert not any("class_means" in k or k.startswith("rtnet") for k in update.state)
 
 
 def test_rbf_mmd_is_zero_for_equal_sets_and_grows_with_a_shift():
@@ -147,11 +194,16 @@ def test_ggeur_clients_send_statistics_and_keep_their_weight():
     assert nbytes > 0
     a, b = single
     assert a.num_samples == 30 and b.num_samples == 20  # FedAvg weights stay the real counts
-    assert (a.y_train == 0).sum() == 40 and (a.y_train == 1).sum() == 25  # 5 real x (1 + 4): all of them
+    # Each class the client holds, filled up to the target (5 real rows: 7 copies each, cut to 35).
+    assert (a.y_train == 0).sum() == 40 and (a.y_train == 1).sum() == 40
     assert (b.y_train == 0).sum() == 0  # single domain: nothing for a class the client lacks
     assert torch.equal(a.x_train[:25], clients[0].x_train[:25])  # every real row is kept, first
     multi, _ = ggeur_augment(clients, 2, GGEURParams(per_sample=4, target_size=40, prototype_samples=10), seed=0, prototypes=True)
     assert (multi[1].y_train == 0).sum() == 10  # around client a's class-0 mean, relayed as a statistic
+    # fill "global": each class up to its count over all clients (class 1: 5 + 20), never below the real rows.
+    glob, _ = ggeur_augment(clients, 2, GGEURParams(per_sample=4, fill="global"), seed=0)
+    assert (glob[0].y_train == 0).sum() == 25 and (glob[0].y_train == 1).sum() == 25
+    assert (glob[1].y_train == 1).sum() == 25 and (glob[1].y_train == 0).sum() == 0
 
 
 def test_a_client_without_eval_samples_scores_nan_not_an_error(digit_clients):

@@ -115,7 +115,10 @@ def test_run_partition_writes_validated_report(tmp_path, digits_prepared):
     # Source-derived domains share the source images, each used once; synth renders its own.
     assert sum(n for name, n in sizes.items() if name != "synth") == len(digits_prepared.labels)
     assert sizes["synth"] == 10 * (cfg.train_per_class + cfg.val_per_class + cfg.synth_test_per_class)
-    assert min(c["test_size"] for c in summary["feature_shift"]["clients"]) >= 250
+    # Test shards as large as the source allows: 5 source-derived domains share 1,797 digits, so
+    # each tests on about 1797 / 5 - 150 = 209 (synth renders 1,000).
+    derived = len([d for d in cfg.domains if d != "synth"])
+    assert min(c["test_size"] for c in summary["feature_shift"]["clients"]) >= len(digits_prepared.labels) // derived - 160
     original = np.concatenate([fs[f"{s}_images"][fs[f"{s}_client"] == 0] for s in ("train", "val", "test")])
     assert len(np.unique(original.reshape(len(original), -1), axis=0)) == len(original)  # no image in two splits
     assert set(summary["feature_shift"]["domains"]) == set(cfg.domains)

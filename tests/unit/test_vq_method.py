@@ -92,3 +92,46 @@ def test_evaluate_and_publish(trained, monkeypatch, tmp_path):
     assert torch.equal(tok2.codebooks, tokenizer.codebooks)
     samples = sample_images(tok2, resgen2, torch.tensor([0, 1]), params.vq.prior, "resgen")
     assert samples.shape == (2, 1, 16, 16) and samples.abs().max() <= 1
+
+
+class _Labels:
+    """Stands where the labels would be: any use of it fails the test."""
+
+    def _read(self, *args, **kwargs):
+        raise AssertionError("the tokenizer's training read a label")
+
+    __getitem__ = __len__ = __iter__ = __array__ = __getattr__ = _read
+
+
+def test_the_tokenizer_trains_without_ever_reading_a_label(tmp_path, digits_prepared):
+    """Federated label skew classifies the tokenizer's embeddings because no label shaped them:
+    its training gets the labels as an object that fails on any use, and finishes."""
+    from embedlab.methods.vq.method import _configs, train_tokenizer
+
+    params = Params(trainer=TrainerParams(progress_bar=False), vq=TINY)
+    images = {s: torch.from_numpy(digits_prepared.split(s)[0]) for s in ("train", "val")}
+    split = {s: (x, _Labels()) for s, x in images.items()}
+    meta = {"num_classes": 10, "image_size": int(images["train"].shape[-1])}
+    tokenizer, epochs, best = train_tokenizer(params, Paths(tmp_path), _configs(params, meta), split, seed=0)
+    assert epochs == 1 and best is not None
+    with pytest.raises(AssertionError, match="read a label"):  # the stand-in does catch a read
+        len(split["train"][1])
+
+
+def test_federated_embeds_with_a_copy_of_the_trained_tokenizer(trained, digits_prepared):
+    from embedlab.methods.federated.runs import EMBEDDING_DIR, copy_embedder, load_embedder
+    from embedlab.methods.vq.parts import load_parts
+
+    params, paths = trained
+    folder = copy_embedder(params, paths.root)
+    assert folder == paths.model_dir("federated") / EMBEDDING_DIR
+    assert json.loads((folder / "source.json").read_text())["from"] == "models/vq/seed0"
+    images = digits_prepared.split("test")[0][:7]
+    got = load_embedder(folder, num_classes=10)(images)
+    tokenizer = load_parts(paths.model_dir("vq") / "seed0")[0]
+    assert got.shape == (7, 16 * TINY.tokenizer.latent_dim)  # 4 x 4 latent grid, flattened
+    assert torch.allclose(got, tokenizer.encode(torch.from_numpy(images)).flatten(1), atol=1e-6)
+    bad = params.model_copy(update={"federated": params.federated.model_copy(
+        update={"embedding": params.federated.embedding.model_copy(update={"seed": 7})})})
+    with pytest.raises(FileNotFoundError, match=r"federated.embedding \(source vq\).*seed7/config.json"):
+        copy_embedder(bad, paths.root)

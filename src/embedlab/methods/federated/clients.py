@@ -60,12 +60,24 @@ def feature_shift_clients(arrays: dict, size: int, seed: int, eval_split: str, s
     return clients
 
 
-@torch.no_grad()
-def embed(backbone: torch.nn.Module, images: np.ndarray, batch: int = 512) -> torch.Tensor:
-    backbone.eval()
-    x = torch.from_numpy(images)
-    return torch.cat([backbone.features(x[i:i + batch]) for i in range(0, len(x), batch)]) if len(x) else \
-        torch.zeros(0, backbone.head.in_features)
+class Embedder:
+    """A frozen network's embedding of images, in batches: `fn` maps (B, C, S, S) to (B, d)."""
+
+    def __init__(self, fn, module: torch.nn.Module, batch: int = 512):
+        self.fn, self.module, self.batch = fn, module.eval(), batch
+
+    @torch.no_grad()
+    def __call__(self, images: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(images)
+        if not len(x):
+            return self.fn(torch.zeros(1, *x.shape[1:], dtype=x.dtype))[:0]
+        return torch.cat([self.fn(x[i:i + self.batch]) for i in range(0, len(x), self.batch)]).float()
+
+
+def pooled(clients: list[ClientData]) -> ClientData:
+    """Every client's rows held by one (the centralised ceiling); evaluated on all eval rows."""
+    return ClientData("pooled", torch.cat([c.x_train for c in clients]), torch.cat([c.y_train for c in clients]),
+                      torch.cat([c.x_eval for c in clients]), torch.cat([c.y_eval for c in clients]))
 
 
 def embedding_clients(arrays: dict, features: dict[str, torch.Tensor], eval_split: str) -> list[ClientData]:
@@ -102,6 +114,8 @@ def server_geometry(sent: list[dict[int, ggeur.ClassStats]], num_classes: int) -
 def combine(real: torch.Tensor, generated: torch.Tensor, target: int, gen: torch.Generator) -> torch.Tensor:
     """All real rows, filled up to `target` with generated ones. (The released code also cuts a
     class with more than `target` real rows down to `target`; we keep every real row.)"""
+    if len(generated) == 0:
+        return real
     if len(real) >= target:
         return real
     pick = torch.randperm(len(generated), generator=gen)[: target - len(real)]
@@ -112,8 +126,10 @@ def ggeur_augment(clients: list[ClientData], num_classes: int, cfg, seed: int,
                   prototypes: bool = False) -> tuple[list[ClientData], int]:
     """Every client's train set rebuilt as real + generated embeddings per class (GGEUR).
     Single domain: new rows around the client's own samples. Multi-domain (`prototypes`): also
-    around the other clients' class means, which the server relays. Returns the new clients
-    (their FedAvg weight stays the real sample count) and the bytes the statistics cost."""
+    around the other clients' class means, which the server relays. `cfg.fill`: "target" fills
+    each class a client holds up to `cfg.target_size`; "global" up to the class's count over all
+    clients (the server knows it from the counts sent). Returns the new clients (their FedAvg
+    weight stays the real sample count) and the bytes the statistics cost."""
     sent = [client_class_stats(c, num_classes) for c in clients]
     shapes = server_geometry(sent, num_classes)
     nbytes = sum(8 * (1 + s.mean.numel() + s.cov.numel()) for stats in sent for s in stats.values())
@@ -124,9 +140,11 @@ def ggeur_augment(clients: list[ClientData], num_classes: int, cfg, seed: int,
         xs, ys = [], []
         for label, (values, vectors) in shapes.items():
             real = c.x_train[c.y_train == label]
+            target = sum(s[label].count for s in sent if label in s) if cfg.fill == "global" else cfg.target_size
             pieces = []
-            if len(real):
-                pieces.append(ggeur.augment(real, values, vectors, cfg.per_sample, cfg.scale, gen))
+            if len(real):  # enough copies per real row to reach the target
+                copies = max(cfg.per_sample, -(-(target - len(real)) // len(real)))
+                pieces.append(ggeur.augment(real, values, vectors, copies, cfg.scale, gen))
             if prototypes:
                 others = torch.stack([s[label].mean for j, s in enumerate(sent) if j != k and label in s]) \
                     if any(label in s for j, s in enumerate(sent) if j != k) else None
@@ -134,7 +152,7 @@ def ggeur_augment(clients: list[ClientData], num_classes: int, cfg, seed: int,
                     pieces.append(ggeur.augment(others.to(real.dtype), values, vectors, cfg.prototype_samples, cfg.scale, gen))
             if not pieces:
                 continue
-            rows = combine(real, torch.cat(pieces), cfg.target_size, gen)
+            rows = combine(real, torch.cat(pieces), target, gen)
             xs.append(rows)
             ys.append(torch.full((len(rows),), label, dtype=c.y_train.dtype))
         out.append(ClientData(c.name, torch.cat(xs), torch.cat(ys), c.x_eval, c.y_eval, num_samples=c.num_samples))

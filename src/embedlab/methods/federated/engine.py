@@ -18,11 +18,16 @@ Algorithms:
   fedprox  fedavg, and the local loss adds (mu / 2) ||w - w_global||^2
   fedbn    fedavg except normalisation layers, which stay local
   fraug    fedbn, and a shared generator G (aggregated like the network) plus a local RTNet
-           make synthetic embeddings the head also trains on (weight rho), after warm-up rounds
+           make synthetic embeddings the head also trains on. `fraug.form`: "released" follows
+           the released code (users/user_FRAug.py: BN-ended RTNet added to the class mean or the
+           real embedding, EMA class means, balanced and batch labels, loss ratio up to 0.5);
+           "damped" is this repository's earlier variant (small RTNet output, weight rho,
+           warm-up rounds)
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -32,7 +37,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from embedlab.methods.federated import core
-from embedlab.methods.federated.nets import ClientCNN, Generator, LinearHead, RTNet, stack, unstack
+from embedlab.methods.federated.nets import (
+    ClientCNN,
+    Generator,
+    LinearHead,
+    ReleasedGenerator,
+    ReleasedRTNet,
+    RTNet,
+    stack,
+    unstack,
+)
 
 ALGORITHMS = ("local", "fedavg", "fedprox", "fedbn", "fraug")
 LOCAL_NORMS = ("fedbn", "fraug")  # algorithms whose normalisation layers never leave the client
@@ -87,6 +101,16 @@ def build_model(model: dict, clients: int) -> torch.nn.Module:
     raise ValueError(f"federated model kind {model.get('kind')!r}: expected 'cnn' or 'head'")
 
 
+def fraug_parts(fr: dict, clients: int, embedding_dim: int, num_classes: int) -> dict[str, torch.nn.Module]:
+    """FRAug's generator and RTNet for `clients` slots, in the form `fr["form"]` names."""
+    if fr["form"] == "released":
+        return {"gen": ReleasedGenerator(clients, num_classes, embedding_dim),
+                "rtnet": ReleasedRTNet(clients, embedding_dim, num_classes)}
+    d = fr["damped"]
+    return {"gen": Generator(clients, d["noise_dim"], num_classes, embedding_dim, d["hidden"]),
+            "rtnet": RTNet(clients, embedding_dim, num_classes, d["hidden"], d["rtnet_init_scale"])}
+
+
 def init_parts(cfg: RunConfig, clients: int) -> dict[str, torch.nn.Module]:
     """One server initialisation, broadcast: the K = 1 networks drawn from the seed, copied to
     every client slot (so a lone `client_update` starts from the very same weights)."""
@@ -95,13 +119,10 @@ def init_parts(cfg: RunConfig, clients: int) -> dict[str, torch.nn.Module]:
     single = {"net": build_model(cfg.model, 1)}
     fr = cfg.fraug if cfg.algorithm == "fraug" else None
     if fr:
-        emb, classes = cfg.model["embedding_dim"], cfg.model["num_classes"]
-        single["gen"] = Generator(1, fr["noise_dim"], classes, emb, fr["hidden"])
-        single["rtnet"] = RTNet(1, emb, classes, fr["hidden"], fr["rtnet_init_scale"])
+        single |= fraug_parts(fr, 1, cfg.model["embedding_dim"], cfg.model["num_classes"])
     parts = {"net": build_model(cfg.model, clients)}
     if fr:
-        parts["gen"] = Generator(clients, fr["noise_dim"], classes, emb, fr["hidden"])
-        parts["rtnet"] = RTNet(clients, emb, classes, fr["hidden"], fr["rtnet_init_scale"])
+        parts |= fraug_parts(fr, clients, cfg.model["embedding_dim"], cfg.model["num_classes"])
     for name, part in parts.items():
         part.load_state_dict(stack([single[name].state_dict()] * clients))
     return parts
@@ -132,6 +153,36 @@ def rbf_mmd2(x: Tensor, y: Tensor) -> Tensor:
     return k[:, :n, :n].mean((1, 2)) + k[:, n:, n:].mean((1, 2)) - 2 * k[:, :n, n:].mean((1, 2))
 
 
+def multi_kernel_mmd(x: Tensor, y: Tensor, kernel_mul: float = 2.0, kernel_num: int = 5) -> Tensor:
+    """Per client, the released code's MMD (utils/loss_utils.py, MMD_loss 'gaussian'): the sum of
+    `kernel_num` RBF kernels at bandwidths b * kernel_mul^(i - kernel_num // 2), b the mean
+    off-diagonal squared distance of the pooled set (not differentiated); biased, equal sizes."""
+    n = x.shape[1]
+    xy = torch.cat([x, y], 1)
+    d2 = torch.cdist(xy, xy).pow(2)
+    total = xy.shape[1]
+    base = (d2.detach().sum((1, 2)) / (total * total - total)).clamp_min(1e-12) / kernel_mul ** (kernel_num // 2)
+    k = sum(torch.exp(-d2 / (base * kernel_mul**i).view(-1, 1, 1)) for i in range(kernel_num))
+    return (k[:, :n, :n] + k[:, n:, n:] - k[:, :n, n:] - k[:, n:, :n]).mean((1, 2))
+
+
+def _entropy(logits: Tensor) -> Tensor:
+    """Per-client mean prediction entropy, (K,)."""
+    logp = F.log_softmax(logits, -1)
+    return -(logp.exp() * logp).sum(-1).mean(1)
+
+
+def loss_ratio(rnd: int, rounds: int, ratio_max: float, gamma: float) -> float:
+    """The released synthetic-loss weight: min(ratio_max, exp(gamma (round - rounds)))."""
+    return min(ratio_max, math.exp(gamma * (rnd - rounds)))
+
+
+def balanced_labels(rnd: int, local_steps: int, step: int, batch: int, classes: int) -> Tensor:
+    """The released code's class-balanced synthetic labels: the class list rotated by
+    ((round * local_steps + step) * batch) mod classes, tiled over the batch."""
+    split = ((rnd * local_steps + step) * batch) % classes
+    return (split + torch.arange(batch)) % classes
+
 def _ce(logits: Tensor, y: Tensor) -> Tensor:
     """Per-client mean cross-entropy, summed over clients (each client's gradient is its own)."""
     k, b, c = logits.shape
@@ -155,6 +206,7 @@ def _lightning_module():
             parts = init_parts(cfg, k)
             self.net, self.gen, self.rtnet = parts["net"], parts.get("gen"), parts.get("rtnet")
             self.local_keys = core.norm_keys(self.net) if cfg.algorithm in LOCAL_NORMS else set()
+            self.released = self.gen is not None and cfg.fraug["form"] == "released"
             self.history: dict[str, list] = {"eval_acc": [], "upload_bytes": [], "download_bytes": []}
             self.on_round = None
 
@@ -180,9 +232,13 @@ def _lightning_module():
         def configure_optimizers(self):
             c = self.cfg
             opts = [torch.optim.SGD(self.net.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)]
-            if self.gen is not None:
-                opts += [torch.optim.Adam(self.gen.parameters(), lr=c.fraug["lr"]),
-                         torch.optim.Adam(self.rtnet.parameters(), lr=c.fraug["lr"])]
+            if self.gen is not None and c.fraug["form"] == "released":
+                r = c.fraug["released"]
+                opts += [torch.optim.SGD(self.gen.parameters(), lr=r["lr_g"], momentum=r["momentum"]),
+                         torch.optim.SGD(self.rtnet.parameters(), lr=r["lr_rtnet"], momentum=r["momentum"])]
+            elif self.gen is not None:
+                opts += [torch.optim.Adam(self.gen.parameters(), lr=c.fraug["damped"]["lr"]),
+                         torch.optim.Adam(self.rtnet.parameters(), lr=c.fraug["damped"]["lr"])]
             return opts
 
         # -- one local step on every client ----------------------------------------------
@@ -194,10 +250,13 @@ def _lightning_module():
             for data, cid in zip(self.data, self.client_ids):
                 gen = _generator(c.seed, cid, rnd, 0)
                 idx.append(torch.randint(len(data.y_train), (c.local_steps, c.batch_size), generator=gen))
-                if self.gen is not None:
+                if self.gen is not None and self.released:  # five draws per step (see released_step)
+                    noise.append(torch.rand(c.local_steps, 5, c.batch_size, self.gen.noise_dim, generator=gen))
+                elif self.gen is not None:
                     noise.append(torch.rand(c.local_steps, c.batch_size, self.gen.noise_dim, generator=gen))
             self.round_idx = idx
-            self.round_noise = torch.stack(noise, 1) if noise else None  # (steps, K, B, nz)
+            # (steps, K, B, nz); released: (steps, 5, K, B, nz)
+            self.round_noise = torch.stack(noise, 2 if self.released else 1) if noise else None
 
         def batch(self, step: int) -> tuple[Tensor, Tensor]:
             xs = [c.x_train[i[step]] for c, i in zip(self.data, self.round_idx)]
@@ -212,15 +271,20 @@ def _lightning_module():
                 self.start_round(rnd)
             x, y = self.batch(step)
             opts = self.opts()
+            if self.released:
+                self.released_step(x, y, rnd, step, opts)
+                if step == cfg.local_steps - 1:
+                    self.end_round(rnd)
+                return
             f = self.net.embed(x)
             loss = _ce(self.net.head(f), y)
             if cfg.algorithm == "fedprox" and cfg.mu > 0:
                 # Each client's term on its own slice of the stack: their sum is the stack's term.
                 loss = loss + core.proximal_term(self.net, self.round_start, cfg.mu)
-            augment = self.gen is not None and rnd >= cfg.fraug["warmup_rounds"]
+            augment = self.gen is not None and rnd >= cfg.fraug["damped"]["warmup_rounds"]
             if augment:
                 g, r = self.synthetic(f.detach(), y, step)
-                loss = loss + cfg.fraug["rho"] * _ce(self.net.head(r.detach()), y)
+                loss = loss + cfg.fraug["damped"]["rho"] * _ce(self.net.head(r.detach()), y)
             opts[0].zero_grad()
             self.manual_backward(loss)
             opts[0].step()
@@ -230,6 +294,63 @@ def _lightning_module():
             if step == cfg.local_steps - 1:
                 self.end_round(rnd)
 
+        def released_step(self, x: Tensor, y: Tensor, rnd: int, step: int, opts: list) -> None:
+            """One local iteration of the released FRAug (users/user_FRAug.py), in its order:
+            the classifier on 0.5 real + 0.25 balanced-label + 0.25 batch-label synthetic CE (the
+            synthetic rows made by G and RTNet in eval mode, no gradient: they train the head
+            only), then one generator step, then one RTNet step."""
+            cfg, fr = self.cfg, self.cfg.fraug
+            rel = fr["released"]
+            k, b = y.shape
+            classes = cfg.model["num_classes"]
+            noise = self.round_noise[step].to(x.device)  # (5, K, B, nz)
+            y_bal = balanced_labels(rnd, cfg.local_steps, step, b, classes).to(y.device).expand(k, b)
+            ratio = loss_ratio(rnd, cfg.rounds, rel["ratio_max"], rel["ratio_gamma"])
+
+            def class_means(labels):
+                return torch.gather(self.rtnet.class_means, 1,
+                                    labels.unsqueeze(-1).expand(-1, -1, self.rtnet.class_means.shape[-1]))
+
+            # 1. classifier
+            f = self.net.embed(x)
+            self.rtnet.update_means(f.detach(), y, rel["mean_momentum"])
+            with torch.no_grad():
+                self.gen.eval()
+                self.rtnet.eval()
+                s_bal = self.rtnet(self.gen(noise[0], y_bal), class_means(y_bal), y_bal)
+                s_batch = self.rtnet(self.gen(noise[1], y), f.detach(), y)
+                self.gen.train()
+                self.rtnet.train()
+            synthetic = 0.5 * (_ce(self.net.head(s_bal), y_bal) + _ce(self.net.head(s_batch), y))
+            loss = (1 - ratio) * _ce(self.net.head(f), y) + ratio * synthetic
+            opts[0].zero_grad()
+            self.manual_backward(loss)
+            opts[0].step()
+            # 2. generator: classified as its label, pushed away from the class means (L2)
+            g = self.gen(noise[2], y_bal)
+            spread = (g - class_means(y_bal)).pow(2).mean((1, 2)).sum()
+            loss_g = _ce(self.net.head(g), y_bal) - fr["lambda_g"] * spread
+            opts[1].zero_grad()
+            self.manual_backward(loss_g)
+            opts[1].step()
+            # 3. RTNet: high head entropy, close (multi-kernel MMD) to its base
+            with torch.no_grad():
+                self.gen.eval()
+                self.net.eval()
+                g_bal, g_batch = self.gen(noise[3], y_bal), self.gen(noise[4], y)
+                f_eval = self.net.embed(x)
+                self.gen.train()
+                self.net.train()
+            base = class_means(y_bal)
+            o_bal, o_batch = self.rtnet(g_bal, base, y_bal), self.rtnet(g_batch, f_eval, y)
+            loss_r = 0.5 * ((-_entropy(self.net.head(o_bal)) + fr["lambda_r"] * multi_kernel_mmd(o_bal, base))
+                            + (-_entropy(self.net.head(o_batch)) + fr["lambda_r"] * multi_kernel_mmd(o_batch, f_eval)))
+            opts[2].zero_grad()
+            self.manual_backward(loss_r.sum())
+            opts[2].step()
+            self.net.zero_grad(set_to_none=True)
+            self.log("train_loss", loss.detach() / k, prog_bar=True)
+
         def synthetic(self, f: Tensor, y: Tensor, step: int) -> tuple[Tensor, Tensor]:
             z = self.round_noise[step].to(f)
             radius = f.norm(dim=-1).mean(1).view(-1, 1, 1)
@@ -237,7 +358,7 @@ def _lightning_module():
             return g, self.rtnet(g, f, y)
 
         def fraug_steps(self, f: Tensor, y: Tensor, step: int, opt_g, opt_r) -> None:
-            fr = self.cfg.fraug
+            fr = {**self.cfg.fraug, **self.cfg.fraug["damped"]}
             classes = self.cfg.model["num_classes"]
             onehot = F.one_hot(y, classes).to(f)  # (K, B, C)
             means = onehot.transpose(1, 2) @ f / onehot.sum(1).clamp_min(1).unsqueeze(-1)  # (K, C, d)

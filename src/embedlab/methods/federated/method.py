@@ -1,15 +1,19 @@
 """train@federated: every (setting, algorithm, size or alpha, seed) run of the simulation.
 
-Runs (the clients come from the partition stage; see clients.py):
-  feature_shift   CNN on pixels, 5 domain clients: local, fedavg, fedprox, fedbn, fraug, at
+First the tuned arms spend their val budgets (`federated.tuning`, on selection seeds that are
+never scored): FedBN picks the feature-shift training configuration every CNN arm then trains
+with, FRAug then picks its own on top. Then the scored runs (the clients come from the
+partition stage; see clients.py):
+  feature_shift   CNN on pixels, one client per domain: local, fedavg, fedprox, fedbn, fraug, at
                   each size in `feature_shift.sizes`; and GGEUR's multi-domain variant beside
-                  FedAvg on a linear head over the frozen backbone's embeddings
-                  (`fedavg_head`, `ggeur`).
-  label_skew      linear head on the frozen backbone's embeddings, Dirichlet clients, at the
-                  default alpha and each extra one: fedavg, fedavg_ggeur, fedprox, fedprox_ggeur.
+                  FedAvg on a linear head over frozen embeddings (`fedavg_head`, `ggeur`).
+  label_skew      linear head on frozen embeddings (`federated.embedding`: by default the vq
+                  tokenizer's encoder, which no label shaped), Dirichlet clients, at the default
+                  alpha and each extra one: `central` (every row on one client: the ceiling),
+                  and `label_skew.algorithms`.
 
-Training only ever looks at the val split (the per-round curves); the test split is read by
-evaluate@federated alone. Runs go to `workers` spawned processes (one thread each); every run
+Training and tuning only ever look at the val split (the per-round curves); the test split is
+read by evaluate@federated alone. Runs go to `workers` spawned processes (one thread each); every run
 is deterministic for its seed.
 """
 
@@ -25,10 +29,14 @@ from embedlab.io import save_tensors, write_json_atomic
 from embedlab.methods.federated.runs import (
     NAME,
     PRIMARY_METRIC,
+    TUNED,
     Job,
+    apply_choice,
+    copy_embedder,
     job_clients,
     planned_jobs,
     run_config,
+    tuning_jobs,
 )
 from embedlab.methods.federated.scoring import evaluate, export, load_bundle
 from embedlab.params import Params
@@ -72,23 +80,63 @@ def _worker_run(job: Job, raw: dict, root: str, num_classes: int, image_size: in
     return run_job(job, parse_params(raw), Path(root), num_classes, image_size, progress=progress)
 
 
-def run_all(params: Params, root: Path, jobs: list[Job], num_classes: int, image_size: int,
-            progress: bool = True) -> list[dict]:
-    """Every run, in job order, on the shared runner (embedlab.jobs): single-thread spawned
-    workers on a CPU, in this process on a GPU or with one worker (then with a bar over rounds)."""
+def run_all(params: Params, root: Path, num_classes: int, image_size: int,
+            progress: bool = True) -> tuple[list[dict], dict, Params]:
+    """Tuning, then every scored run, as one job graph on the shared runner (embedlab.jobs):
+    single-thread spawned workers on a CPU, in this process on a GPU or with one worker (then
+    with a bar over rounds). A run starts as soon as the choices it needs exist, so no worker
+    idles at a phase boundary: the label-skew runs need none; the feature-shift runs wait for
+    FedBN's choice (their training configuration); FRAug's wait for its own too.
+    Returns (scored runs in `planned_jobs` order, the tuning record, the tuned params)."""
     from tqdm.auto import tqdm
 
-    from embedlab.jobs import run_all as run_jobs
+    from embedlab.jobs import run_graph
     from embedlab.training import resolve_device
 
     in_process = resolve_device(params.trainer).type != "cpu" or params.federated.workers <= 1
-    raw = params.model_dump(by_alias=True)
-    args = [(j, raw, str(root), num_classes, image_size, progress and in_process) for j in jobs]
+    bars = progress and in_process
+
+    def args(job: Job, p: Params) -> tuple:
+        return (job, p.model_dump(by_alias=True), str(root), num_classes, image_size, bars)
+
+    tuned = {"": params}  # the params each phase's runs train with: "" (none chosen), then per arm
+    tuning: dict = {}
+    waiting = {arm: {j.key for j in tuning_jobs(params, arm)} for arm in TUNED}
+    tuning_runs: dict = {arm: [] for arm in TUNED}
+
+    def after(job: Job) -> str:
+        """The last tuned arm whose choice `job` needs ("" for none)."""
+        if job.setting != "feature_shift":
+            return ""
+        return "fraug" if job.algorithm == "fraug" else "fedbn"
+
+    plan = planned_jobs(params)  # the same jobs, whatever is chosen (choices change configurations only)
+    jobs = {j.key: args(j, params) for j in tuning_jobs(params, TUNED[0])}
+    jobs |= {j.key: args(j, params) for j in plan if after(j) == ""}
+
+    def on_done(key: str, result: dict) -> dict:
+        new: dict = {}
+        for i, arm in enumerate(TUNED):
+            if key not in waiting[arm]:
+                continue
+            waiting[arm].discard(key)
+            tuning_runs[arm].append(result)
+            if waiting[arm]:
+                return new
+            base = tuned[TUNED[i - 1]] if i else params
+            tuning[arm] = choose(base, arm, tuning_runs[arm])
+            tuned[arm] = apply_choice(base, arm, tuning[arm]["chosen"])
+            if i + 1 < len(TUNED):  # the next arm tunes on top of this choice
+                new |= {j.key: (args(j, tuned[arm]), ()) for j in tuning_jobs(tuned[arm], TUNED[i + 1])}
+            new |= {j.key: (args(j, tuned[arm]), ()) for j in plan if after(j) == arm}
+        return new
+
     bar = tqdm(total=len(jobs), desc="federated runs", unit="run", disable=not progress)
     try:
-        return run_jobs(_worker_run, args, params.federated.workers, in_process, bar)
+        results = run_graph(_worker_run, jobs, {}, params.federated.workers, in_process, bar, on_done)
     finally:
         bar.close()
+    return [results[j.key] for j in plan], tuning, tuned[TUNED[-1]]
 
 
 def _meta(paths: Paths) -> tuple[int, int]:
@@ -105,17 +153,33 @@ def train(params: Params, paths: Paths) -> None:
     # Fail before any work if a size does not fit a client (the check every run makes).
     feature_shift_subsets(load_partition(paths.partitions, "feature_shift"), max(fs.sizes), 0,
                           paths.partitions / "feature_shift.npz")
-    start = time.perf_counter()
-    jobs = planned_jobs(params)
-    results = run_all(params, paths.root, jobs, num_classes, image_size, progress=params.trainer.progress_bar)
     model_dir = paths.model_dir(NAME)
-    model_dir.mkdir(parents=True, exist_ok=True)
+    if model_dir.exists():  # a stale embedder or runs must not survive a new training
+        import shutil
+
+        shutil.rmtree(model_dir)
+    copy_embedder(params, paths.root)
+    start = time.perf_counter()
+    progress = params.trainer.progress_bar
+    # FedBN tunes first; FRAug tunes on top of the training configuration FedBN chose.
+    results, tuning, _ = run_all(params, paths.root, num_classes, image_size, progress=progress)
     save_tensors({r["key"]: r.pop("states") for r in results}, model_dir / "runs.safetensors")
     log_live(paths.dvclive(NAME), params, results)
     write_json_atomic(model_dir / "runs.json", {
-        "num_classes": num_classes, "image_size": image_size,
+        "num_classes": num_classes, "image_size": image_size, "tuning": tuning,
         "wall_seconds": round(time.perf_counter() - start, 1), "runs": results,
     })
+
+
+def choose(params: Params, arm: str, runs: list[dict]) -> dict:
+    """The configuration of `arm` with the highest final-round val accuracy, averaged over the
+    selection seeds (ties: the earlier configuration)."""
+    configs = getattr(params.federated.tuning, arm)
+    val = [float(np.mean([r["val_curve"][-1] for r in runs if r["job"]["config"] == i])) for i in range(len(configs))]
+    best = int(np.argmax(val))
+    return {"configs": configs, "val_accuracy": [round(v, 4) for v in val], "chosen": configs[best],
+            "seeds": list(params.federated.tuning.seeds), "size": params.federated.feature_shift.samples_per_client,
+            "rule": "highest final-round val accuracy, mean over the selection seeds"}
 
 
 def log_live(live_dir: Path, params: Params, results: list[dict]) -> None:

@@ -137,6 +137,56 @@ class RTNet(nn.Module):
         return f + F.layer_norm(d, d.shape[-1:]) * self.scale + self.shift
 
 
+class ReleasedGenerator(nn.Module):
+    """FRAug's generator as released (networks.py, digits): [z, onehot y] -> Linear-BN-ReLU ->
+    Linear-BN-ReLU, z ~ U(0, 1) of half the embedding's size. Its output ends in BN + ReLU like
+    the real embedding f it imitates. Shared: every entry, BatchNorm statistics included, is
+    averaged at the server."""
+
+    def __init__(self, clients: int, num_classes: int, embedding_dim: int):
+        super().__init__()
+        self.noise_dim, self.num_classes = embedding_dim // 2, num_classes
+        self.fc0 = StackedLinear(clients, self.noise_dim + num_classes, embedding_dim)
+        self.bn0 = StackedBatchNorm(clients, embedding_dim)
+        self.fc1 = StackedLinear(clients, embedding_dim, embedding_dim)
+        self.bn1 = StackedBatchNorm(clients, embedding_dim)
+
+    def forward(self, z: Tensor, y: Tensor) -> Tensor:  # (K, B, nz), (K, B) -> (K, B, d)
+        h = torch.cat([z, F.one_hot(y, self.num_classes).to(z)], -1)
+        return F.relu(self.bn1(self.fc1(F.relu(self.bn0(self.fc0(h))))))
+
+
+class ReleasedRTNet(nn.Module):
+    """FRAug's FTNet as released (FTNet_with_BN): base + BN(Linear(ReLU(BN(Linear([g, onehot y]))))),
+    hidden = half the embedding's size, BatchNorms at PyTorch's defaults (gamma = 1), so its
+    output has about unit scale per dimension. `base` is the local class mean (balanced labels)
+    or the real embedding (the batch's labels). It also keeps the client's running class means
+    (`class_means`, an EMA of its real embeddings). Never leaves its client."""
+
+    def __init__(self, clients: int, embedding_dim: int, num_classes: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.enc = StackedLinear(clients, embedding_dim + num_classes, embedding_dim // 2)
+        self.bn_enc = StackedBatchNorm(clients, embedding_dim // 2)
+        self.dec = StackedLinear(clients, embedding_dim // 2, embedding_dim)
+        self.bn_dec = StackedBatchNorm(clients, embedding_dim)
+        self.register_buffer("class_means", torch.zeros(clients, num_classes, embedding_dim))
+
+    def forward(self, g: Tensor, base: Tensor, y: Tensor) -> Tensor:
+        h = F.relu(self.bn_enc(self.enc(torch.cat([g, F.one_hot(y, self.num_classes).to(g)], -1))))
+        return base + self.bn_dec(self.dec(h))
+
+    @torch.no_grad()
+    def update_means(self, f: Tensor, y: Tensor, momentum: float) -> None:
+        """EMA of the class means over one batch, for the classes the batch holds (no bias
+        correction: the means start at zero, as released)."""
+        onehot = F.one_hot(y, self.num_classes).to(f)  # (K, B, C)
+        count = onehot.sum(1)  # (K, C)
+        batch_means = onehot.transpose(1, 2) @ f / count.clamp_min(1).unsqueeze(-1)
+        m = ((count > 0).to(f) * momentum).unsqueeze(-1)
+        self.class_means.mul_(1 - m).add_(batch_means * m)
+
+
 # ---- crossing the client boundary --------------------------------------------------------
 
 def client_slice(t: Tensor, clients: int, k: int) -> Tensor:

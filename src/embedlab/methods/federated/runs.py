@@ -17,7 +17,8 @@ from embedlab.paths import Paths
 NAME = "federated"
 PRIMARY_METRIC = "published.accuracy"  # the published feature-shift variant, test accuracy
 FS_ALGOS_HEAD = ("fedavg_head", "ggeur")
-LS_ALGOS = ("fedavg", "fedavg_ggeur", "fedprox", "fedprox_ggeur")
+CENTRAL = "central"  # label skew: one client holding every client's rows (the ceiling FedAvg is held to)
+TUNED = ("fedbn", "fraug")  # the arms with a val budget (federated.tuning), in the order they are tuned
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,12 @@ class Job:
     algorithm: str
     seed: int
     size: int = 0  # feature_shift: samples per client
+    config: int = -1  # a tuning run: index into federated.tuning.<algorithm>; -1: a scored run
 
     @property
     def key(self) -> str:
-        return f"{self.setting}/{self.algorithm}/n{self.size}/s{self.seed}"
+        key = f"{self.setting}/{self.algorithm}/n{self.size}/s{self.seed}"
+        return key if self.config < 0 else f"tuning/{key}/c{self.config}"
 
 
 def label_skew_settings(params: Params) -> dict[str, float]:
@@ -44,8 +47,28 @@ def planned_jobs(params: Params) -> list[Job]:
     fs = f.feature_shift
     jobs = [Job("feature_shift", a, s, n) for n in fs.sizes for a in fs.algorithms for s in f.seeds]
     jobs += [Job("feature_shift", a, s, n) for n in fs.sizes for a in FS_ALGOS_HEAD for s in f.seeds]
-    jobs += [Job(setting, a, s) for setting in label_skew_settings(params) for a in LS_ALGOS for s in f.seeds]
+    jobs += [Job(setting, a, s) for setting in label_skew_settings(params)
+             for a in (CENTRAL, *f.label_skew.algorithms) for s in f.seeds]
     return jobs
+
+
+def tuning_jobs(params: Params, arm: str) -> list[Job]:
+    """The val-budget runs of one tuned arm: each configuration on each selection seed, at the
+    default feature-shift size."""
+    f = params.federated
+    size = f.feature_shift.samples_per_client
+    return [Job("feature_shift", arm, s, size, config=i) for i in range(len(getattr(f.tuning, arm))) for s in f.tuning.seeds]
+
+
+def apply_choice(params: Params, arm: str, config: dict) -> Params:
+    """`params` with one tuned configuration in place: fedbn's keys set the feature-shift
+    training section (every CNN arm trains with them), fraug's its own section."""
+    from embedlab.params import parse_params
+
+    raw = params.model_dump(by_alias=True)
+    section = raw["federated"]["fraug" if arm == "fraug" else "feature_shift"]
+    section.update(config)
+    return parse_params(raw)
 
 
 # ---- one run ------------------------------------------------------------------------------
@@ -53,30 +76,99 @@ def planned_jobs(params: Params) -> list[Job]:
 _CACHE: dict = {}
 
 
+EMBEDDING_DIR = "embedding"  # models/federated/embedding: the frozen embedder's files, copied by train
+
+
+def copy_embedder(params: Params, root: Path) -> Path:
+    """Copy the frozen network the linear-head runs classify (federated.embedding) into
+    models/federated/embedding/, so every run, the scoring and the published bundle read that
+    copy (evaluate@federated then depends on models/federated alone):
+    `vq`: the tokenizer of one vq training seed (trained on images alone: no label shaped it);
+    `backbone`: the supervised classifier (trained with the labels of the clients' images)."""
+    import shutil
+
+    e = params.federated.embedding
+    paths = Paths(root)
+    if e.source == "vq":
+        from embedlab.methods.vq.parts import seed_dir
+
+        folder, names, hint = seed_dir(paths, e.seed), ("config.json", "tokenizer.safetensors"), \
+            f"train it (dvc repro train@vq, with {e.seed} in vq.seeds) or set federated.embedding.seed to a trained seed"
+    else:
+        folder, names, hint = paths.model_dir("backbone"), ("config.json", "model.safetensors"), "dvc repro reference@backbone"
+    missing = [str(folder / n) for n in names if not (folder / n).exists()]
+    if missing:
+        raise FileNotFoundError(f"federated.embedding (source {e.source}): {', '.join(missing)} missing; {hint}")
+    out = paths.model_dir(NAME) / EMBEDDING_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        shutil.copyfile(folder / n, out / n)
+    (out / "source.json").write_text(json.dumps({**e.model_dump(), "from": str(folder.relative_to(paths.root))}))
+    return out
+
+
+class FrozenEmbedding(torch.nn.Module):
+    """images (B, C, S, S) -> embeddings (B, d): the vq tokenizer's encoder with its latent grid
+    flattened (continuous, before quantisation), or the backbone classifier's features."""
+
+    def __init__(self, source: str, net: torch.nn.Module):
+        super().__init__()
+        self.source, self.net = source, net.eval().requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.encode(x).flatten(1) if self.source == "vq" else self.net.features(x)
+
+
+def build_embedding(source: str, config: dict, weights: Path, device="cpu") -> FrozenEmbedding:
+    from embedlab.io import load_weights
+
+    if source == "backbone":
+        from embedlab.classifier import build_classifier
+
+        net = build_classifier(config["arch"], **config["kwargs"])
+    else:
+        from embedlab.methods.vq.parts import build_parts
+
+        net = build_parts(config)[0]
+    return FrozenEmbedding(source, load_weights(net, weights, device))
+
+
+def load_embedder(folder: Path, num_classes: int):
+    """The frozen embedder copied by `copy_embedder`, batched (clients.Embedder)."""
+    from embedlab.methods.federated.clients import Embedder
+
+    folder = Path(folder)
+    if not (folder / "source.json").exists():
+        raise FileNotFoundError(f"{folder / 'source.json'}: missing; run train@federated (it copies the embedder)")
+    source = json.loads((folder / "source.json").read_text())["source"]
+    weights = folder / ("model.safetensors" if source == "backbone" else "tokenizer.safetensors")
+    module = build_embedding(source, json.loads((folder / "config.json").read_text()), weights)
+    if source == "backbone" and module.net.head.out_features != num_classes:
+        raise ValueError(f"{folder}: the backbone has {module.net.head.out_features} classes, the partition {num_classes}")
+    return Embedder(module, module)
+
+
 def _data(root: Path, setting: str, num_classes: int):
-    """(partition arrays, backbone features per split) for a setting, cached per process."""
+    """(partition arrays, frozen embeddings per split) for a setting, cached per process."""
     key = (str(root), setting)
     if key not in _CACHE:
-        from embedlab.classifier import load_classifier
         from embedlab.data.partition import load_partition
-        from embedlab.methods.federated.clients import embed
 
         arrays = load_partition(Paths(root).partitions, setting)
-        backbone = load_classifier(Paths(root).model_dir("backbone"))
-        if backbone.head.out_features != num_classes:
-            raise ValueError(f"models/backbone has {backbone.head.out_features} classes, the partition {num_classes}")
-        features = {s: embed(backbone, arrays[f"{s}_images"]) for s in ("train", "val", "test")}
-        _CACHE[key] = (arrays, features)
+        embed = load_embedder(Paths(root).model_dir(NAME) / EMBEDDING_DIR, num_classes)
+        _CACHE[key] = (arrays, {s: embed(arrays[f"{s}_images"]) for s in ("train", "val", "test")})
     return _CACHE[key]
 
 
 def run_config(params: Params, job: Job, num_classes: int, image_size: int):
     from embedlab.methods.federated.engine import RunConfig
 
+    if job.config >= 0:  # a tuning run: its configuration in place
+        params = apply_choice(params, job.algorithm, getattr(params.federated.tuning, job.algorithm)[job.config])
     f = params.federated
     train = f.feature_shift if job.setting == "feature_shift" else f.label_skew
     algorithm = job.algorithm.replace("_ggeur", "").replace("_head", "")
-    if algorithm == "ggeur":
+    if algorithm in ("ggeur", CENTRAL):
         algorithm = "fedavg"
     head = job.setting != "feature_shift" or job.algorithm in FS_ALGOS_HEAD
     if head:
@@ -100,20 +192,27 @@ def job_clients(params: Params, root: Path, job: Job, eval_split: str, num_class
         feature_shift_clients,
         feature_shift_subsets,
         ggeur_augment,
+        pooled,
     )
 
+    if job.setting == "feature_shift" and job.algorithm not in FS_ALGOS_HEAD:
+        from embedlab.data.partition import load_partition
+
+        arrays = load_partition(Paths(root).partitions, job.setting)
+        source = Paths(root).partitions / f"{job.setting}.npz"
+        return feature_shift_clients(arrays, job.size, job.seed, eval_split, source), 0
     arrays, features = _data(root, job.setting, num_classes)
     source = Paths(root).partitions / f"{job.setting}.npz"
     if job.setting == "feature_shift":
-        if job.algorithm not in FS_ALGOS_HEAD:
-            return feature_shift_clients(arrays, job.size, job.seed, eval_split, source), 0
-        # The same subsampled rows as the CNN runs of this seed, as backbone embeddings.
+        # The same subsampled rows as the CNN runs of this seed, as frozen embeddings.
         clients = embedding_clients(arrays, features, eval_split)
         for c, keep in zip(clients, feature_shift_subsets(arrays, job.size, job.seed, source)):
             keep = torch.from_numpy(keep)
             c.x_train, c.y_train, c.num_samples = c.x_train[keep], c.y_train[keep], len(keep)
     else:
         clients = embedding_clients(arrays, features, eval_split)
+    if job.algorithm == CENTRAL:
+        return [pooled(clients)], 0
     if "ggeur" in job.algorithm:
         return ggeur_augment(clients, num_classes, params.federated.ggeur, job.seed,
                              prototypes=job.setting == "feature_shift")
