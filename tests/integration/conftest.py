@@ -70,14 +70,13 @@ def merge(base: dict, override: dict) -> dict:
     return merged
 
 
-@pytest.fixture
-def repo_copy(tmp_path) -> Path:
-    """Tracked + untracked-but-not-ignored files of this checkout, in a fresh git repo."""
+def copy_repo(dest: Path) -> Path:
+    """Tracked + untracked-but-not-ignored files of this checkout, in a fresh git repo at
+    `dest`, with the tiny params."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=REPO, capture_output=True, text=True, check=True,
     ).stdout.split("\0")
-    dest = tmp_path / "repo"
     for rel in filter(None, listed):
         src = REPO / rel
         if src.is_file():
@@ -89,6 +88,18 @@ def repo_copy(tmp_path) -> Path:
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], dest)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"], dest)
     return dest
+
+
+@pytest.fixture
+def repo_copy(tmp_path) -> Path:
+    return copy_repo(tmp_path / "repo")
+
+
+def commit(repo: Path, message: str) -> str:
+    """`git add -A` + commit (empty allowed), returning the new commit's hash."""
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], repo)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "--allow-empty", "-qm", message], repo)
+    return run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
 
 
 def set_params(repo: Path, override: dict) -> None:

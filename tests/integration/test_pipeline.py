@@ -1,13 +1,20 @@
-"""The whole DAG through real `dvc repro` on tiny params, and the gate stopping bad data."""
+"""The whole DAG through real `dvc repro` on tiny params, and the gate stopping bad data.
+
+One tiny run of the DAG (`pipeline_run`, a module fixture) serves the tests that start from a
+finished pipeline, in this order: what the run made, then a teammate's round trip through a DVC
+remote and a pull request's rerun, then `embedlab report` on a param change. Each would
+otherwise start with its own `dvc repro` of the whole DAG (minutes each on 2 cores).
+"""
 
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from .conftest import run, set_params
+from .conftest import commit, copy_repo, run, set_params
 
 pytestmark = pytest.mark.slow
 
@@ -21,10 +28,21 @@ def is_score(entry) -> bool:
     return (isinstance(entry, dict) and entry["lo"] <= entry["value"] <= entry["hi"] and entry["n"] >= 1)
 
 
-def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
-    first = run(["dvc", "repro"], repo_copy)
+NUMBER = r"-?\d+(?:\.\d+)?(?:e-?\d+)?"
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory) -> SimpleNamespace:
+    """A repository copy after one `dvc repro` of the whole DAG, committed as "baseline run"."""
+    repo = copy_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+    first = run(["dvc", "repro"], repo)
+    return SimpleNamespace(repo=repo, first=first.stdout, base=commit(repo, "baseline run"))
+
+
+def test_dvc_repro_end_to_end_then_nothing_reruns(pipeline_run, tmp_path, monkeypatch):
+    repo_copy = pipeline_run.repo
     for stage in STAGES:
-        assert f"Running stage '{stage}'" in first.stdout, stage
+        assert f"Running stage '{stage}'" in pipeline_run.first, stage
 
     metrics = json.loads((repo_copy / "metrics/evaluator.json").read_text())
     assert is_score(metrics["test_accuracy"]) and 0.0 < metrics["test_accuracy"]["value"] <= 1.0
@@ -97,7 +115,7 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     expected = load_generator(paths.model_dir("gan"), "stacked_weak", "mee", gan_metrics["published"]["seed"])(z)
     assert expected.shape == (5, 3, 16, 16)
     assert torch.allclose(torch.as_tensor(np.asarray(load_model("gan", "champion", paths=paths)(z))), expected, atol=1e-5)
-    bundle = download_bundle("gan", repo_copy / "downloaded", paths=paths)
+    bundle = download_bundle("gan", tmp_path / "downloaded", paths=paths)
     assert torch.equal(load_generator(bundle, "stacked_weak", "mee", gan_metrics["published"]["seed"])(z), expected)
     assert load_generator(bundle, "digits", "mee", 0)(z).shape == (5, 1, 16, 16)
     for picture in ("scatter_ring.png", "scatter_grid.png", "samples_digits_mee.png", "samples_stacked_weak_mee.png",
@@ -131,7 +149,7 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     from embedlab.methods.federated.scoring import _rebuild
 
     info, states = load_runs(paths.model_dir("federated"))
-    fed_bundle = download_bundle("federated", repo_copy / "downloaded_federated", paths=paths)
+    fed_bundle = download_bundle("federated", tmp_path / "downloaded_federated", paths=paths)
     published = json.loads((fed_bundle / "config.json").read_text())["published"]
     assert set(published) == {"feature_shift", "label_skew"} and (fed_bundle / "feature_shift.safetensors").exists()
     assert published["feature_shift"] == fed["published"]["feature_shift"]["run"]
@@ -168,7 +186,7 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     assert diff_receipt["value"] == diff["published"]["guided_accuracy"]["value"]
     from embedlab.methods.diffusion.scoring import load_bundle
 
-    parts = load_bundle(download_bundle("diffusion", repo_copy / "downloaded_diffusion", paths=paths))
+    parts = load_bundle(download_bundle("diffusion", tmp_path / "downloaded_diffusion", paths=paths))
     noise = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     from embedlab.methods.diffusion.schedule import ddim_sample
 
@@ -194,7 +212,7 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     assert namespace["card"].startswith("# embedlab-gan") and "## Claims" in namespace["card"]
     from embedlab.methods import get_model
 
-    reloaded = get_model("evaluator").load_bundle(download_bundle("evaluator", repo_copy / "eval-bundle", paths=paths))
+    reloaded = get_model("evaluator").load_bundle(download_bundle("evaluator", tmp_path / "eval-bundle", paths=paths))
     assert torch.allclose(reloaded(x), local(x))
 
     second = run(["dvc", "repro"], repo_copy)
@@ -202,6 +220,9 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     status = run(["dvc", "status"], repo_copy)
     assert "up to date" in status.stdout
 
+
+def test_a_teammate_pulls_from_a_remote_and_a_pull_request_reruns_only_what_it_changed(pipeline_run):
+    repo_copy = pipeline_run.repo
     # A teammate's round trip through a DVC remote (README, "Sharing results: a DVC remote"):
     # push, a fresh clone pulls, and nothing reruns there. The registry is this machine's
     # (mlflow.db is not in git): the clone gets the receipts, not the registrations.
@@ -236,6 +257,49 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(repo_copy, monkeypatch):
     assert sorted(reran) == sorted(f"publish@{m}" for m in MODELS), exp.stdout[-3000:]
     assert (pr / "models/gan/config.json").exists()  # publish@gan's input came from the remote
     assert json.loads((pr / "registry/gan.json").read_text())["version"] == 1  # the PR runner's own registry
+
+
+def section(text: str, title: str) -> str:
+    return text.split(f"### {title}\n", 1)[1].split("\n### ", 1)[0]
+
+
+def test_report_shows_param_change_and_its_metrics(pipeline_run):
+    """`embedlab report` on a real two-commit history: a param change shows up with its effect."""
+    repo = pipeline_run.repo
+    base = commit(repo, "the run the branch starts from")   # dvc.lock, metrics/, plots/, dvclive/
+
+    run(["git", "checkout", "-qb", "longer-training"], repo)
+    set_params(repo, {"evaluator": {"max_epochs": 3}})
+    second = run(["dvc", "repro"], repo)
+    assert "Running stage 'reference@evaluator'" in second.stdout
+    assert "Running stage 'prepare'" not in second.stdout
+    commit(repo, "evaluator: 3 epochs")
+
+    out = run(["embedlab", "report", "--base", base], repo)
+    assert "reports/pr.md" in out.stdout
+    text = (repo / "reports/pr.md").read_text()
+
+    assert f"## embedlab report vs `{base[:12]}`" in text
+    params = section(text, "Params")
+    assert f"| {base[:12]} " in params   # the base heads its column
+    assert re.search(r"\|\s*evaluator\.max_epochs\s*\|\s*2\s*\|\s*3\s*\|", params), text
+
+    # At least one metric row with old, new and change, and the change is new - old.
+    rows = re.findall(rf"\|\s*metrics/\w+\.json\s*\|\s*(\S+)\s*\|\s*({NUMBER})\s*\|\s*({NUMBER})\s*\|\s*({NUMBER})\s*\|",
+                      section(text, "Metrics"))
+    assert rows, text
+    for _, old, new, change in rows:
+        assert float(new) - float(old) == pytest.approx(float(change), abs=1e-4)
+
+    # The second publish of the evaluator met the first as the champion to beat.
+    registry = section(text, "Registry decisions")
+    assert re.search(r"\| embedlab-evaluator \| v2 \| \*\*(champion|challenger)\*\* \| test_accuracy \| "
+                     rf"{NUMBER} \| {NUMBER} \|", registry), registry
+
+    pictures = section(text, "Pictures")
+    assert re.search(r"!\[plots/evaluator/\w+\.png\]\(\.\./plots/evaluator/\w+\.png\)", pictures), pictures
+    assert "label_histograms" not in pictures   # partition did not rerun
+    assert (repo / "reports/pr_plots/index.html").exists()
 
 
 def test_bad_data_stops_at_validate_and_nothing_downstream_runs(repo_copy):
