@@ -20,10 +20,11 @@ export PATH := $(abspath $(BIN)):$(PATH)
 FLOWER_VENV ?= .venv-flower
 FLOWER_STAMP := $(FLOWER_VENV)/.embedlab-installed
 
-.PHONY: setup run test test-fast test-flower flower-env clean-outputs help lint docs gpu-wheels
+.PHONY: setup run run-paper test test-fast test-flower flower-env clean-outputs help lint docs gpu-wheels
 
 help:
-	@echo "make run   - set up .venv if needed, then dvc repro (the whole pipeline)"
+	@echo "make run   - set up .venv if needed, then dvc repro (the whole pipeline, ~15 min on 2 cores)"
+	@echo "make run-paper - params/paper.yaml's paper-scale budgets onto params.yaml, then dvc repro (hours)"
 	@echo "make test  - set up .venv (and .venv-flower) if needed, then the test suites"
 	@echo "make lint  - ruff check (also the first step of make test)"
 	@echo "make docs  - the documentation site (mkdocs, offline) into site/"
@@ -40,6 +41,12 @@ $(STAMP): pyproject.toml requirements.lock
 setup: $(STAMP)
 
 run: setup
+	$(BIN)/dvc repro
+
+# The paper-scale budgets (params/paper.yaml) merged onto params.yaml, then the pipeline: hours
+# on 2 cores (docs/pipeline.md), for a GPU or a long night. `git checkout params.yaml` undoes it.
+run-paper: setup
+	$(BIN)/embedlab preset paper
 	$(BIN)/dvc repro
 
 # Flower (flwr 1.42) pins a fastapi that prefect cannot share: its own environment, with

@@ -37,7 +37,22 @@ class ClassifierModel:
         from embedlab.classifier_training import fit_classifier
         from embedlab.data.prepare import read_prepared
 
-        fit_classifier(self.name, self._kwargs(params, read_prepared(paths.prepared).meta), params, paths)
+        data = read_prepared(paths.prepared)
+        self.check_budget(params, len(data.split("train")[1]))
+        fit_classifier(self.name, self._kwargs(params, data.meta), params, paths)
+
+    def check_budget(self, params: Params, train_size: int) -> None:
+        """Refuse, before any work, a step budget that ends inside the first epoch: validation
+        (early stopping, the best checkpoint) runs at an epoch's end, so it would never run."""
+        from embedlab.params import ParamsError
+
+        cfg = params.model_section(self.name)
+        per_epoch = -(-train_size // cfg.batch_size)
+        if 0 <= cfg.max_steps < per_epoch:
+            raise ParamsError(
+                f"{self.name}.max_steps: {cfg.max_steps} ends inside the first epoch ({per_epoch} batches of "
+                f"{self.name}.batch_size {cfg.batch_size} over {train_size} train images), before any validation; "
+                f"use -1 (max_epochs decides) or at least {per_epoch}")
 
     def evaluate(self, params: Params, paths: Paths, evaluator: torch.nn.Module | None) -> dict:
         from embedlab.classifier import load_classifier

@@ -42,6 +42,37 @@ def _model(name: str):
         _fail(str(exc.args[0]), code=2)
 
 
+def _pin_threads() -> None:
+    from embedlab.numerics import pin_threads
+
+    pin_threads()
+
+
+def _record_host(model_dir: Path) -> None:
+    """models/<name>/host.json: the machine and kernels that trained it (evaluate copies it into
+    metrics/<name>.json)."""
+    from embedlab.host import host
+    from embedlab.io import write_json_atomic
+
+    if model_dir.is_dir():
+        write_json_atomic(model_dir / "host.json", host())
+
+
+def _add_host(paths, name: str, metrics: dict) -> dict:
+    """metrics/<name>.json gains `host`: {train: ..., evaluate: ...} (strings only, so `dvc metrics
+    diff` never lists them as scores)."""
+    import json
+
+    from embedlab.host import host
+    from embedlab.io import write_json_atomic
+
+    trained = paths.model_dir(name) / "host.json"
+    record = {"train": json.loads(trained.read_text()) if trained.exists() else "unrecorded", "evaluate": host()}
+    metrics = {**json.loads(paths.metrics(name).read_text()), "host": record}
+    write_json_atomic(paths.metrics(name), metrics)
+    return metrics
+
+
 @app.command()
 def prepare(params_file: Path = ParamsOption, root: Path = RootOption) -> None:
     """Load data.source, resize, scale to [-1, 1], split, write data/prepared/."""
@@ -95,7 +126,30 @@ def train(name: str, params_file: Path = ParamsOption, root: Path = RootOption) 
     """Train one model (evaluator, backbone, or a method) into models/<name>/."""
     model = _model(name)
     params, paths = _load(params_file, root)
-    model.train(params, paths)
+    _pin_threads()
+    from embedlab.params import ParamsError
+
+    try:
+        model.train(params, paths)
+    except ParamsError as exc:
+        _fail(f"bad params: {exc}", code=2)
+    _record_host(paths.model_dir(name))
+    typer.echo(f"trained {name} -> {paths.model_dir(name)}")
+
+
+@app.command()
+def pretrain(name: str, params_file: Path = ParamsOption, root: Path = RootOption) -> None:
+    """Train a network a claim holds fixed (ddpm, tokenizer) once, into models/<name>/."""
+    from embedlab.methods import get_given
+
+    try:
+        given = get_given(name)
+    except KeyError as exc:
+        _fail(str(exc.args[0]), code=2)
+    params, paths = _load(params_file, root)
+    _pin_threads()
+    given.train(params, paths)
+    _record_host(paths.model_dir(name))
     typer.echo(f"trained {name} -> {paths.model_dir(name)}")
 
 
@@ -106,10 +160,12 @@ def evaluate(name: str, params_file: Path = ParamsOption, root: Path = RootOptio
 
     model = _model(name)
     params, paths = _load(params_file, root)
+    _pin_threads()
     # The classifiers score themselves, federated models classify for themselves; every other
     # model is scored by the evaluator alone.
     evaluator = load_classifier(paths.model_dir("evaluator")) if model.needs_evaluator else None
     metrics = model.evaluate(params, paths, evaluator)
+    metrics = _add_host(paths, name, metrics)
     shown = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
     typer.echo(f"{name}: {shown}")
 
@@ -165,6 +221,23 @@ def results(
         _fail("results out of date (run `embedlab results`): " + ", ".join(str(p) for p in stale))
     typer.echo(("up to date" if not stale else "rewrote " + ", ".join(str(p) for p in stale)) if not check
                else "results match the metrics")
+
+
+@app.command()
+def preset(
+    name: str = typer.Argument(..., help="a preset in params/ (paper) or a path to a YAML file of overrides"),
+    params_file: Path = ParamsOption,
+) -> None:
+    """Merge a preset's overrides onto params.yaml, in place (`git checkout params.yaml` undoes it)."""
+    from embedlab.params import ParamsError
+    from embedlab.presets import apply_preset
+
+    path = Path(name) if name.endswith((".yaml", ".yml")) else Path("params") / f"{name}.yaml"
+    try:
+        applied = apply_preset(path, params_file)
+    except ParamsError as exc:
+        _fail(f"bad preset: {exc}", code=2)
+    typer.echo(f"{params_file}: applied {path} ({', '.join(applied)}); `dvc repro` runs it")
 
 
 @app.command("check-params")

@@ -21,6 +21,21 @@ MODELS: dict[str, str] = {
 }
 
 
+# The networks a claim holds fixed, trained once per data set by `embedlab pretrain <name>` into
+# models/<name>/ (weights in git, like the evaluator's): PPAP guides a given DDPM; ResGen and
+# the AR baseline share one tokenizer. Each module exposes `name` and `train(params, paths)`.
+GIVEN: dict[str, str] = {
+    "ddpm": "embedlab.methods.diffusion.given",
+    "tokenizer": "embedlab.methods.vq.given",
+}
+
+
+def get_given(name: str):
+    if name not in GIVEN:
+        raise KeyError(f"unknown given network {name!r}; known: {', '.join(GIVEN)}")
+    return importlib.import_module(GIVEN[name])
+
+
 def get_model(name: str) -> Method:
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(MODELS)}")

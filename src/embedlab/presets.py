@@ -1,0 +1,58 @@
+"""Presets: a file of overrides merged onto params.yaml in place, comments kept.
+
+params.yaml is what `make run` runs on a laptop (15 minutes on 2 cores). params/paper.yaml
+holds the paper-scale budgets (more seeds, longer training, the stacked GAN benchmarks): `make
+run-paper` applies it and runs `dvc repro`, for a GPU or a long night (docs/pipeline.md says what
+it costs). `git checkout params.yaml` returns to the default. The merged result is validated
+before anything is written: a bad key or value in a preset names itself and leaves params.yaml
+as it was.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import yaml
+
+from embedlab.params import ParamsError, parse_params
+
+
+def _merge(base: dict, override: dict, where: str = "") -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        name = f"{where}.{key}" if where else str(key)
+        if key not in base:
+            raise ParamsError(f"preset key {name!r} is not a key of params.yaml")
+        merged[key] = _merge(base[key], value, name) if isinstance(value, dict) and isinstance(base[key], dict) else value
+    return merged
+
+
+def _apply(node, override: dict) -> None:
+    """Write the overrides into ruamel's round-trip tree (so comments survive)."""
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(node.get(key), dict):
+            _apply(node[key], value)
+        else:
+            node[key] = value
+
+
+def apply_preset(preset: Path, params_file: Path = Path("params.yaml")) -> dict:
+    """Merge `preset` onto `params_file`; returns the overrides applied."""
+    from ruamel.yaml import YAML
+
+    if not preset.exists():
+        raise ParamsError(f"{preset}: preset not found")
+    override = yaml.safe_load(preset.read_text()) or {}
+    if not isinstance(override, dict):
+        raise ParamsError(f"{preset}: a preset is a mapping of params.yaml sections")
+    base = yaml.safe_load(params_file.read_text())
+    parse_params(_merge(base, override), origin=f"{params_file} + {preset}")  # raises, naming the key
+    rt = YAML()
+    rt.preserve_quotes = True
+    tree = rt.load(params_file.read_text())
+    _apply(tree, override)
+    out = io.StringIO()
+    rt.dump(tree, out)
+    params_file.write_text(out.getvalue())
+    return override
