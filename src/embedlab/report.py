@@ -43,6 +43,18 @@ class ReportInputs:
     images: list[Image] = field(default_factory=list)
     plots_html: str | None = None
     notes: list[str] = field(default_factory=list)
+    timings_md: str = ""   # wall times, training traces, hosts: how a run went, not what it scored
+
+
+# Keys that say how long a run took, what it traced on the way or where it ran: they change on
+# every rerun and every machine without a result changing, so they get a section of their own.
+TIMING_WORDS = ("seconds", "wall", "_time", "timing")
+
+
+def is_timing(path: str, key: str) -> bool:
+    key = key.lower()
+    return (path.startswith("dvclive/") or key.startswith("host.") or key == "host"
+            or any(word in key for word in TIMING_WORDS))
 
 
 def _table_or(md: str, empty: str) -> str:
@@ -67,6 +79,11 @@ def render_report(inputs: ReportInputs) -> str:
     if "95% interval" in inputs.metrics_md:
         out += ["A score's change is *inside the 95% interval* when either value lies in the other's interval "
                 "(a rerun could give it): noise, not a result.", ""]
+
+    if inputs.timings_md:
+        out += ["### Timings and traces", "",
+                "Wall times, training traces and hosts change on every rerun and machine; no score is here.", "",
+                inputs.timings_md, ""]
 
     out += ["### Registry decisions", ""]
     if inputs.receipts:
@@ -156,12 +173,14 @@ def noise_mark(old: dict, new: dict) -> str:
         else "**outside the 95% interval**"
 
 
-def metrics_table(diff: dict, base: str) -> str:
+def metrics_table(diff: dict, base: str, timings: bool = False) -> str:
     """`dvc metrics diff --json --all` as markdown: a score (value, lo, hi) is one row with its
     intervals and whether the change is inside the noise; other metrics as dvc shows them.
-    Only changed metrics appear."""
+    Only changed metrics appear; `timings` picks the timing/trace/host rows instead of the
+    results (`is_timing`)."""
     rows = []
-    for path, entries in sorted(diff.items()):
+    for path, all_entries in sorted(diff.items()):
+        entries = {k: v for k, v in all_entries.items() if is_timing(path, k) == timings}
         scores: dict = {}
         plain = {}
         for key, change in entries.items():
@@ -197,12 +216,14 @@ def metrics_table(diff: dict, base: str) -> str:
     return "\n".join(head + rows) + "\n"
 
 
-def metrics_diff(root: Path, base: str, notes: list[str]) -> str:
+def metrics_diff(root: Path, base: str, notes: list[str]) -> tuple[str, str]:
+    """(the results table, the timings-and-traces table) from one `dvc metrics diff`."""
     result = _dvc(root, "metrics", "diff", "--json", "--all", base)
     if result.returncode != 0:
         raise ReportError(f"dvc metrics diff {base} failed: {(result.stderr or result.stdout).strip()}")
     notes += [f"dvc metrics diff: {line}" for line in result.stderr.strip().splitlines() if line.strip()]
-    return metrics_table(json.loads(result.stdout or "{}"), base)
+    diff = json.loads(result.stdout or "{}")
+    return metrics_table(diff, base), metrics_table(diff, base, timings=True)
 
 
 def read_receipts(root: Path) -> list[dict]:
@@ -294,11 +315,12 @@ def write_report(root: Path, base: str | None, out: Path, plots_out: Path | None
     notes: list[str] = []
     # dvc gets the name, not the sha: it heads the table's column.
     params_md = dvc_diff(root, "params", name, notes)
-    metrics_md = metrics_diff(root, name, notes)
+    metrics_md, timings_md = metrics_diff(root, name, notes)
 
     plots_html = plots_diff(root, name, plots_out, notes) if plots_out is not None else None
     images = [Image(p, _link(root, p, out, image_url)) for p in changed_images(root, sha)]
-    text = render_report(ReportInputs(name, sha, params_md, metrics_md, read_receipts(root), images, plots_html, notes))
+    text = render_report(ReportInputs(name, sha, params_md, metrics_md, read_receipts(root), images, plots_html, notes,
+                                      timings_md))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     return out

@@ -249,3 +249,22 @@ def test_metrics_table_marks_score_changes_against_their_intervals():
     assert report.metrics_table({"metrics/m.json": {"epochs": {"old": 3, "new": 3}}}, "main") == ""
     text = render_report(ReportInputs("main", "abc", PARAMS_MD, table))
     assert "noise, not a result" in text
+
+
+def test_timings_traces_and_hosts_get_their_own_table_and_never_read_as_results():
+    from embedlab.report import metrics_table
+
+    diff = {
+        "metrics/gan.json": {
+            "digits.fd.mee.value": {"old": 10.0, "new": 12.0, "diff": 2.0},
+            "digits.fd.mee.lo": {"old": 9.0, "new": 11.0}, "digits.fd.mee.hi": {"old": 11.0, "new": 13.0},
+            "wall_seconds.digits.mee": {"old": 50.0, "new": 40.0, "diff": -10.0},
+            "host.train.cpu": {"old": "Intel Xeon", "new": "AMD EPYC"},
+        },
+        "dvclive/gan/metrics.json": {"tuning.ring.mee": {"old": 7, "new": 8, "diff": 1}},
+    }
+    results, timings = metrics_table(diff, "main"), metrics_table(diff, "main", timings=True)
+    assert "digits.fd.mee" in results and "outside the 95% interval" in results
+    assert "seconds" not in results and "host" not in results and "dvclive" not in results
+    assert "wall_seconds.digits.mee" in timings and "host.train.cpu" in timings and "tuning.ring.mee" in timings
+    assert "digits.fd" not in timings
