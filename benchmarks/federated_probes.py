@@ -12,7 +12,7 @@ groups:
 - `label_skew`: central - FedAvg over the vq embeddings for the label-skew schedules considered
   (rounds x local steps) at both alphas.
 
-Needs the prepared data and models/vq/seed0 (`dvc repro train@vq`). On 2 cores, about 10 min:
+Needs the prepared data and models/tokenizer (`embedlab pretrain tokenizer`). On 2 cores, about 10 min:
 
     .venv/bin/python benchmarks/federated_probes.py    # -> benchmarks/results/federated_probes.json
 """
@@ -83,7 +83,7 @@ def label_skew_job(alpha: float, algorithm: str, seed: int, rounds: int, steps: 
     params = load_params(ROOT / "params.yaml")
     part = params.partition.model_copy(update={"seed": seed})  # a split per selection seed
     arrays = label_skew(read_prepared(ROOT / "data/prepared"), part, alpha=alpha)
-    folder = ROOT / "models/vq/seed0"
+    folder = ROOT / "models/tokenizer"
     embed = Embedder(build_embedding("vq", json.loads((folder / "config.json").read_text()),
                                      folder / "tokenizer.safetensors"), torch.nn.Identity())
     train, val = embed(arrays["train_images"]), embed(arrays["val_images"])

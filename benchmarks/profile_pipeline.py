@@ -186,13 +186,14 @@ def ddpm(params, s1, s2) -> dict:
     import torch
 
     from embedlab.data.prepare import read_prepared
+    from embedlab.methods.diffusion.given import build_unet, schedule_of
     from embedlab.methods.diffusion.models import _Steps, ddpm_module
-    from embedlab.methods.diffusion.parts import build_unet, schedule_of
     from embedlab.paths import Paths
 
-    p = params.diffusion
+    p = params.diffusion.ddpm
+    dropout = params.diffusion.label_dropout
     x, y = (torch.as_tensor(a) for a in read_prepared(Paths(REPO).prepared).split("train"))
-    return twin("ddpm", lambda: ddpm_module(build_unet(p), schedule_of(p), p.lr, p.ema_decay, p.label_dropout, p.steps,
+    return twin("ddpm", lambda: ddpm_module(build_unet(p), schedule_of(p), p.lr, p.ema_decay, dropout, p.steps,
                                             p.lr_decay, p.min_snr_gamma),
                 lambda: _Steps(x, y, batch_size=p.batch_size, steps=10 ** 9, seed=0), params, s1, s2)
 
@@ -202,7 +203,7 @@ def vq_ar(params, s1, s2) -> dict:
 
     from embedlab.data.prepare import read_prepared
     from embedlab.methods.vq.method import _configs
-    from embedlab.methods.vq.parts import build_parts
+    from embedlab.methods.vq.parts import build_priors
     from embedlab.methods.vq.prior_training import LitPrior
     from embedlab.paths import Paths
     from embedlab.training import TensorBatches
@@ -217,7 +218,7 @@ def vq_ar(params, s1, s2) -> dict:
     labels = torch.randint(int(data.meta["num_classes"]), (n,), generator=gen)
 
     def module():
-        _, _, ar = build_parts(config)
+        _, ar = build_priors(config)
         return LitPrior(ar, params.vq.prior, params.vq.prior.ar_max_epochs)
 
     return twin("vq-ar", module, lambda: TensorBatches(tokens, labels, batch_size=params.vq.prior.batch_size,

@@ -38,7 +38,7 @@ TINY = {
         "workers": 2,
     },
     "diffusion": {
-        "seeds": [0, 1], "cfg_seeds": [0], "timesteps": 100, "channels": [8, 8], "steps": 20, "batch_size": 32,
+        "seeds": [0, 1], "cfg_seeds": [0], "ddpm": {"timesteps": 100, "channels": [8, 8], "steps": 20, "batch_size": 32},
         "ddim_steps": 3, "ppap": {"experts": 2, "steps": 5, "kd_samples": 16, "batch_size": 8},
         "scales": [1.0, 10.0], "cfg_scales": [1.0], "sweep_per_class": 2, "samples_per_class": 2, "workers": 2,
     },

@@ -141,11 +141,11 @@ def test_distillation_loss_is_zero_only_when_the_student_matches_the_sharpened_t
 
 
 def test_the_distillation_set_is_images_only_and_the_expert_step_takes_no_labels():
+    from embedlab.methods.diffusion.experts import expert_module
     from embedlab.methods.diffusion.method import kd_images
-    from embedlab.methods.diffusion.models import expert_module
     from embedlab.params import Params
 
-    params = Params(diffusion={"timesteps": 50, "channels": [8, 8], "ddim_steps": 2})
+    params = Params(diffusion={"ddpm": {"timesteps": 50, "channels": [8, 8]}, "ddim_steps": 2})
     torch.manual_seed(0)
     kd = kd_images(UNet((8, 8), attention=False), params, 6, seed=0, image_size=8)
     assert isinstance(kd, tuple) and len(kd) == 1 and kd[0].shape == (6, 1, 8, 8)  # no label tensor

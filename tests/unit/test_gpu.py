@@ -18,13 +18,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def gpu_setup(tmp_path_factory):
-    """A scratch root with prepared data, partitions and the committed reference weights, and
-    the integration tests' tiny params on `trainer.accelerator: gpu`."""
+    """A scratch root with prepared data, partitions, the committed reference weights and the given
+    DDPM (trained here, on the tiny params), and the integration tests' tiny params on
+    `trainer.accelerator: gpu`."""
     import yaml
 
     from embedlab.data.partition import run_partition
     from embedlab.data.prepare import read_prepared, run_prepare
     from embedlab.methods import get_model
+    from embedlab.methods.diffusion import given
     from embedlab.params import parse_params
     from embedlab.paths import Paths
     from tests.integration.conftest import TINY, merge
@@ -39,6 +41,7 @@ def gpu_setup(tmp_path_factory):
     run_prepare(params.data, paths.prepared, root=root)
     run_partition(read_prepared(paths.prepared), params.partition, paths.partitions, paths.partition_report)
     get_model("backbone").evaluate(params, paths, None)  # metrics/backbone.json: federated reads it
+    given.train(params, paths)  # models/ddpm: the given DDPM diffusion guides (its own stage)
     return params, paths
 
 

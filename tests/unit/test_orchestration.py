@@ -47,11 +47,14 @@ def test_dag_order_comes_from_dvc_yaml():
     v = dvc_vars()
     models = list(v["models"])
     train = {m: f"reference@{m}" if m in v["references"] else f"train@{m}" for m in models}
-    expected = {"prepare", "validate", "partition"} | set(train.values()) | {
+    expected = {"prepare", "validate", "partition", "pretrain_ddpm", "pretrain_tokenizer"} | set(train.values()) | {
         f"{s}@{m}" for s in ("evaluate", "publish") for m in models}
     assert set(stages) == expected and len(stages) == len(expected)
     pos = stages.index
     assert pos("prepare") < pos("validate")
+    # the given networks come before what reads them
+    assert pos("pretrain_ddpm") < pos("train@diffusion") and pos("pretrain_tokenizer") < pos("train@vq")
+    assert pos("pretrain_tokenizer") < pos("train@federated")
     for m in models:
         assert pos("validate") < pos(train[m]) < pos(f"evaluate@{m}") < pos(f"publish@{m}")
         assert pos("reference@evaluator") < pos(f"evaluate@{m}")  # every model is scored by the evaluator

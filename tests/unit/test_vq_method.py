@@ -1,4 +1,4 @@
-"""The vq method end to end on tiny settings: train, evaluate, export, publish."""
+"""The vq method end to end on tiny settings: the given tokenizer, then train, evaluate, export, publish."""
 
 import json
 
@@ -18,47 +18,68 @@ TINY = VQParams(
 )
 
 
+def _no_tokenizer_training(*args, **kwargs):
+    raise AssertionError("train@vq trained a tokenizer")
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, digits_prepared):
     from embedlab.data.prepare import write_prepared
-    from embedlab.methods.vq import method
+    from embedlab.methods.vq import given, method
 
     paths = Paths(tmp_path_factory.mktemp("vq"))
     write_prepared(digits_prepared, paths.prepared)
     params = Params(trainer=TrainerParams(progress_bar=False), vq=TINY)
-    method.train(params, paths)
+    given.train(params, paths)
+    before = (paths.model_dir("tokenizer") / "tokenizer.safetensors").read_bytes()
+    with pytest.MonkeyPatch.context() as mp:  # train@vq reads the given tokenizer, never fits one
+        mp.setattr(given, "fit", _no_tokenizer_training)
+        mp.setattr("embedlab.methods.vq.tokenizer_training.LitTokenizer", _no_tokenizer_training)
+        method.train(params, paths)
+    assert (paths.model_dir("tokenizer") / "tokenizer.safetensors").read_bytes() == before
     return params, paths
 
 
-def test_train_writes_all_three_parts(trained):
-    from embedlab.methods.vq.parts import load_parts
+def test_train_fits_both_priors_on_the_given_tokenizer(trained):
+    from embedlab.evaluation.samples import weights_id
+    from embedlab.methods.vq.given import load_tokenizer
+    from embedlab.methods.vq.parts import load_parts, load_priors
 
     _, paths = trained
-    tokenizer, resgen, ar, config = load_parts(paths.model_dir("vq") / "seed0")
-    assert config["tokenizer"]["num_quantizers"] == 2 and set(config["training"]) == {"tokenizer", "resgen", "ar"}
+    tokenizer, _ = load_tokenizer(paths.model_dir("tokenizer"))
+    for seed in (0, 1):  # every training seed: its own two priors over the one tokenizer
+        folder = paths.model_dir("vq") / f"seed{seed}"
+        assert {p.name for p in folder.glob("*.safetensors")} == {"resgen.safetensors", "ar.safetensors"}
+        resgen, ar, config = load_priors(folder, tokenizer)
+        assert config["tokenizer_sha256"] == weights_id(tokenizer) and set(config["training"]) == {"resgen", "ar"}
+        # The prior's frozen codebooks are the given tokenizer's own.
+        assert torch.allclose(resgen.codebooks, tokenizer.codebooks)
+        assert not (paths.dvclive("vq") / f"seed{seed}" / "tokenizer").exists()
     # Matched compute is recorded: tokens each prior processed in training (AR: L x D + 1 per image).
     assert config["training"]["ar"]["tokens_processed"] > config["training"]["resgen"]["tokens_processed"] > 0
-    other = load_parts(paths.model_dir("vq") / "seed1")[0]
-    assert not torch.equal(other.codebooks, tokenizer.codebooks)  # each training seed trains its own tokenizer
-    # The prior's frozen codebooks are the tokenizer's own.
-    assert torch.allclose(resgen.codebooks, tokenizer.codebooks)
+    assert config["tokenizer"]["num_quantizers"] == 2
+    loaded = load_parts(folder, tokenizer_dir=paths.model_dir("tokenizer"))[0]
     x = torch.rand(3, 1, 16, 16) * 2 - 1
-    assert tokenizer.tokenize(x).shape == (3, 16, 2)
+    assert loaded.tokenize(x).shape == (3, 16, 2) and torch.equal(loaded.tokenize(x), tokenizer.tokenize(x))
     assert (paths.dvclive("vq") / "seed0" / "resgen").is_dir()
 
 
-def test_evaluate_and_publish(trained, monkeypatch, tmp_path):
+def test_evaluate_and_publish(trained, monkeypatch, tmp_path, digits_prepared):
     from embedlab.classifier import EvaluatorNet
     from embedlab.methods.vq import method
+    from embedlab.methods.vq.given import load_tokenizer
     from embedlab.registry import load_model, publish
 
     params, paths = trained
+    digits_test = digits_prepared.split("test")[0]
     torch.manual_seed(0)
     evaluator = EvaluatorNet(num_classes=10, image_size=16, width=4, feature_dim=8).eval()
     params = params.model_copy(update={"evaluation": params.evaluation.model_copy(update={"bootstrap": 20})})
     metrics = method.evaluate(params, paths, evaluator)
     assert set(metrics["psnr"]) == {"d1", "d2"} and np.isfinite(metrics["psnr"]["d2"]["value"])
-    assert metrics["psnr"]["d2"]["seeds"] == 2 and 0 < metrics["codebook_usage"]["value"] <= 1
+    # The one tokenizer's PSNR: an interval over the test images, not over training seeds.
+    assert metrics["psnr"]["d2"]["n"] == len(digits_test) and "seeds" not in metrics["psnr"]["d2"]
+    assert 0 < metrics["codebook_usage"] <= 1 and metrics["tokenizer"]["seed"] == 0
     assert metrics["bits_per_image"] == 16 * 2 * 3
     for kind in ("resgen", "ar", "real"):  # every prior beside the real floor at the same N
         assert np.isfinite(metrics["fd"][kind]["value"]) and 0 <= metrics["class_accuracy"][kind]["value"] <= 1
@@ -79,7 +100,7 @@ def test_evaluate_and_publish(trained, monkeypatch, tmp_path):
     assert receipt["value"] == metrics["published"]["psnr"]["value"]
     assert receipt["interval"] == [metrics["published"]["psnr"]["lo"], metrics["published"]["psnr"]["hi"]]
     champion = load_model("vq", "champion", paths=paths)
-    tokenizer, _, _, _ = method.load_bundle(paths.model_dir("vq") / f"seed{metrics['published']['seed']}")
+    tokenizer, _ = load_tokenizer(paths.model_dir("tokenizer"))  # every seed's, the published one's too
     x = torch.as_tensor(np.load(paths.prepared / "images.npy")[:4])
     assert torch.allclose(torch.as_tensor(np.asarray(champion(x))), tokenizer.decode_indices(tokenizer.tokenize(x)), atol=1e-5)
 
@@ -94,44 +115,18 @@ def test_evaluate_and_publish(trained, monkeypatch, tmp_path):
     assert samples.shape == (2, 1, 16, 16) and samples.abs().max() <= 1
 
 
-class _Labels:
-    """Stands where the labels would be: any use of it fails the test."""
-
-    def _read(self, *args, **kwargs):
-        raise AssertionError("the tokenizer's training read a label")
-
-    __getitem__ = __len__ = __iter__ = __array__ = __getattr__ = _read
-
-
-def test_the_tokenizer_trains_without_ever_reading_a_label(tmp_path, digits_prepared):
-    """Federated label skew classifies the tokenizer's embeddings because no label shaped them:
-    its training gets the labels as an object that fails on any use, and finishes."""
-    from embedlab.methods.vq.method import _configs, train_tokenizer
-
-    params = Params(trainer=TrainerParams(progress_bar=False), vq=TINY)
-    images = {s: torch.from_numpy(digits_prepared.split(s)[0]) for s in ("train", "val")}
-    split = {s: (x, _Labels()) for s, x in images.items()}
-    meta = {"num_classes": 10, "image_size": int(images["train"].shape[-1])}
-    tokenizer, epochs, best = train_tokenizer(params, Paths(tmp_path), _configs(params, meta), split, seed=0)
-    assert epochs == 1 and best is not None
-    with pytest.raises(AssertionError, match="read a label"):  # the stand-in does catch a read
-        len(split["train"][1])
-
-
-def test_federated_embeds_with_a_copy_of_the_trained_tokenizer(trained, digits_prepared):
+def test_federated_embeds_with_a_copy_of_the_given_tokenizer(trained, digits_prepared, tmp_path):
     from embedlab.methods.federated.runs import EMBEDDING_DIR, copy_embedder, load_embedder
-    from embedlab.methods.vq.parts import load_parts
+    from embedlab.methods.vq.given import load_tokenizer
 
     params, paths = trained
     folder = copy_embedder(params, paths.root)
     assert folder == paths.model_dir("federated") / EMBEDDING_DIR
-    assert json.loads((folder / "source.json").read_text())["from"] == "models/vq/seed0"
+    assert json.loads((folder / "source.json").read_text())["from"] == "models/tokenizer"
     images = digits_prepared.split("test")[0][:7]
     got = load_embedder(folder, num_classes=10)(images)
-    tokenizer = load_parts(paths.model_dir("vq") / "seed0")[0]
+    tokenizer, _ = load_tokenizer(paths.model_dir("tokenizer"))
     assert got.shape == (7, 16 * TINY.tokenizer.latent_dim)  # 4 x 4 latent grid, flattened
     assert torch.allclose(got, tokenizer.encode(torch.from_numpy(images)).flatten(1), atol=1e-6)
-    bad = params.model_copy(update={"federated": params.federated.model_copy(
-        update={"embedding": params.federated.embedding.model_copy(update={"seed": 7})})})
-    with pytest.raises(FileNotFoundError, match=r"federated.embedding \(source vq\).*seed7/config.json"):
-        copy_embedder(bad, paths.root)
+    with pytest.raises(FileNotFoundError, match=r"federated.embedding \(source vq\).*tokenizer/config.json.*pretrain"):
+        copy_embedder(params, tmp_path)  # no models/tokenizer there

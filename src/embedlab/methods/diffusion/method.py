@@ -1,19 +1,22 @@
-"""train@diffusion: per training seed, the DDPMs, PPAP's experts, the supervised baseline, and
-each arm's guidance scale.
+"""train@diffusion: per training seed, PPAP's experts, the supervised baseline, the cfg DDPM and
+each arm's guidance scale, all over the given DDPM.
 
-Every training seed in `diffusion.seeds` retrains everything the PPAP claim compares, in
-three phases on `workers` spawned processes (one thread each):
-  1. the unconditional DDPM (and, for `cfg_seeds`, the conditional one with label dropout,
-     for the cfg reference arm)
-  2. PPAP's experts (data-free: unlabelled samples of that seed's DDPM, distilled from the
-     backbone) and the supervised multi-experts (one fully fine-tuned backbone copy per
-     timestep range, on labelled noisy train images, with the experts' step budget)
-  3. the guidance-scale sweep: per arm, samples at each scale, judged by the *backbone*
+The unconditional DDPM is given (PPAP is plug-and-play on an off-the-shelf model): trained once
+per data set by pretrain@ddpm (given.py) into models/ddpm, read here, never retrained. Every
+training seed in `diffusion.seeds` retrains what the PPAP claim compares, on `workers` spawned
+processes (one thread each), each job starting as soon as its inputs exist:
+  1. PPAP's experts (data-free: that seed's stream of unlabelled samples of the given DDPM,
+     distilled from the backbone) and the supervised multi-experts (one fully fine-tuned
+     backbone copy per timestep range, on labelled noisy train images, the experts' step
+     budget); for `cfg_seeds`, the conditional DDPM with label dropout (the cfg reference arm,
+     the given DDPM's architecture and fit)
+  2. the guidance-scale sweep: per arm, samples at each scale, judged by the *backbone*
      (accuracy on the requested class; backbone-feature FD to the val split as a guard).
      The evaluator never sees them here.
 
 models/diffusion/seed<s>/ holds each seed's parts; train.json the timings and chosen scales.
-Arms: unguided, naive (the clean backbone on x_t), supervised, ppap, cfg.
+Arms: unguided (the given DDPM: seeds differ only in sampling), naive (the clean backbone on
+x_t), supervised, ppap, cfg.
 """
 
 from __future__ import annotations
@@ -25,16 +28,8 @@ import numpy as np
 import torch
 
 from embedlab.io import load_tensors, save_tensors, write_json_atomic
-from embedlab.methods.diffusion.parts import (
-    NAME,
-    PRIMARY_METRIC,
-    Parts,
-    _backbone,
-    build_unet,
-    requested_labels,
-    schedule_of,
-    seed_dir,
-)
+from embedlab.methods.diffusion.given import check_current, fit, fit_ddpm, load_ddpm, schedule_of
+from embedlab.methods.diffusion.parts import NAME, PRIMARY_METRIC, Parts, _backbone, requested_labels, seed_dir
 from embedlab.methods.diffusion.scoring import evaluate, export, load_bundle
 from embedlab.params import Params
 from embedlab.paths import Paths
@@ -55,58 +50,45 @@ def _data(paths: Paths, split: str):
     return torch.from_numpy(x), torch.from_numpy(y), data.num_classes
 
 
-def _fit(module, params: Params, name: str, steps: int, seed: int, batches) -> None:
-    from embedlab.training import make_trainer
+# ---- phase 1: the parts ----------------------------------------------------------------------
 
-    trainer, _ = make_trainer(params.trainer, name=name, max_epochs=1, max_steps=steps, seed=seed, monitor=None)
-    trainer.fit(module, train_dataloaders=batches)
-
-
-# ---- phase 1 and 2: the parts ---------------------------------------------------------------
-
-def train_ddpm(params: Params, paths: Paths, seed: int, conditional: bool) -> dict:
-    from embedlab.methods.diffusion.models import _Steps, ddpm_module
-
+def train_cfg_ddpm(params: Params, paths: Paths, seed: int) -> dict:
+    """The cfg reference arm's conditional DDPM of one training seed: the given DDPM's
+    architecture and fit (`diffusion.ddpm`), labels dropped at `label_dropout`."""
     p = params.diffusion
     x, y, classes = _data(paths, "train")
-    stream = 1000 * seed + int(conditional)
-    torch.manual_seed(stream)
-    unet = build_unet(p, classes if conditional else 0)
-    module = ddpm_module(unet, schedule_of(p), p.lr, p.ema_decay, p.label_dropout, p.steps, p.lr_decay,
-                         p.min_snr_gamma)
     start = time.perf_counter()
-    name = "ddpm_cond" if conditional else "ddpm_uncond"
-    _fit(module, params, f"{name}_seed{seed}", p.steps, stream,
-         _Steps(x, y, batch_size=p.batch_size, steps=p.steps, seed=stream))
+    ema = fit_ddpm(params, p.ddpm, x, y, 1000 * seed + 1, f"ddpm_cond_seed{seed}", classes, p.label_dropout)
     out = seed_dir(paths, seed)
     out.mkdir(parents=True, exist_ok=True)
-    save_tensors(module.ema.state_dict(), out / f"{name}.safetensors")
-    return {f"seed{seed}/{name}": round(time.perf_counter() - start, 1)}
+    save_tensors(ema, out / "ddpm_cond.safetensors")
+    return {f"seed{seed}/ddpm_cond": round(time.perf_counter() - start, 1)}
 
 
 def kd_images(unet, params: Params, n: int, seed: int, image_size: int) -> tuple[torch.Tensor]:
-    """PPAP's distillation set: `n` samples of the unconditional DDPM. Images only — a
+    """PPAP's distillation set: `n` samples of the given unconditional DDPM. Images only — a
     1-tuple, so no label can ride along (the experts' training step unpacks exactly one)."""
     from embedlab.methods.diffusion.schedule import ddim_sample
 
     p = params.diffusion
     gen = torch.Generator().manual_seed(seed)
-    out = [ddim_sample(unet.eval(), schedule_of(p), (min(500, n - i), 1, image_size, image_size), p.ddim_steps,
+    out = [ddim_sample(unet.eval(), schedule_of(p.ddpm), (min(500, n - i), 1, image_size, image_size), p.ddim_steps,
                        generator=gen, clip=p.ddim_clip) for i in range(0, n, 500)]
     return (torch.cat(out),)
 
 
 def train_experts(params: Params, paths: Paths, seed: int, which: list[int]) -> dict:
     """PPAP experts `which` of one training seed, each saved as expert_<i>.safetensors (`collect` joins
-    them). Every worker of a seed draws the same distillation set (same seed)."""
-    from embedlab.methods.diffusion.experts import expert_range
+    them). Every worker of a seed draws the same distillation set (the seed's own sampling stream
+    of the given DDPM)."""
+    from embedlab.methods.diffusion.experts import expert_module, expert_range
     from embedlab.methods.diffusion.lora import add_lora
-    from embedlab.methods.diffusion.models import _Steps, expert_module
+    from embedlab.methods.diffusion.models import _Steps
 
     p = params.diffusion
     out = seed_dir(paths, seed)
-    unet = build_unet(p)
-    unet.load_state_dict(load_tensors(out / "ddpm_uncond.safetensors"))
+    out.mkdir(parents=True, exist_ok=True)
+    unet, _ = load_ddpm(paths.model_dir("ddpm"))
     start = time.perf_counter()
     kd = kd_images(unet, params, p.ppap.kd_samples, 1000 * seed + 7, int(_data(paths, "val")[0].shape[-1]))
     assert len(kd) == 1, "the distillation set must hold images only"
@@ -117,10 +99,10 @@ def train_experts(params: Params, paths: Paths, seed: int, which: list[int]) -> 
         stream = 1000 * seed + 100 + i
         torch.manual_seed(stream)
         expert = add_lora(backbone, p.ppap.rank, p.ppap.alpha)
-        module = expert_module(expert, backbone, schedule_of(p), expert_range(i, p.timesteps, p.ppap.experts),
+        module = expert_module(expert, backbone, schedule_of(p.ddpm), expert_range(i, p.ddpm.timesteps, p.ppap.experts),
                                p.ppap.lr, p.ppap.tau)
-        _fit(module, params, f"expert_{i}_seed{seed}", p.ppap.steps, stream,
-             _Steps(*kd, batch_size=p.ppap.batch_size, steps=p.ppap.steps, seed=stream))
+        fit(module, params, f"expert_{i}_seed{seed}", p.ppap.steps, stream,
+            _Steps(*kd, batch_size=p.ppap.batch_size, steps=p.ppap.steps, seed=stream))
         save_tensors(expert.state_dict(), out / f"expert_{i}.safetensors")
         seconds[f"seed{seed}/expert_{i}"] = round(time.perf_counter() - t0, 1)
     return seconds
@@ -132,12 +114,13 @@ def train_supervised(params: Params, paths: Paths, seed: int, which: list[int]) 
     same step budget, batch size and optimiser as a PPAP expert (lr `supervised_lr`)."""
     import copy
 
-    from embedlab.methods.diffusion.experts import expert_range
-    from embedlab.methods.diffusion.models import _Steps, supervised_module
+    from embedlab.methods.diffusion.experts import expert_range, supervised_module
+    from embedlab.methods.diffusion.models import _Steps
 
     p = params.diffusion
     x, y, _ = _data(paths, "train")
     out = seed_dir(paths, seed)
+    out.mkdir(parents=True, exist_ok=True)
     backbone = _backbone(paths)
     seconds = {}
     for i in which:
@@ -145,9 +128,10 @@ def train_supervised(params: Params, paths: Paths, seed: int, which: list[int]) 
         stream = 1000 * seed + 200 + i
         torch.manual_seed(stream)
         net = copy.deepcopy(backbone).train().requires_grad_(True)  # every weight trains
-        module = supervised_module(net, schedule_of(p), p.supervised_lr, expert_range(i, p.timesteps, p.ppap.experts))
-        _fit(module, params, f"supervised_{i}_seed{seed}", p.ppap.steps, stream,
-             _Steps(x, y, batch_size=p.ppap.batch_size, steps=p.ppap.steps, seed=stream))
+        module = supervised_module(net, schedule_of(p.ddpm), p.supervised_lr,
+                                   expert_range(i, p.ddpm.timesteps, p.ppap.experts))
+        fit(module, params, f"supervised_{i}_seed{seed}", p.ppap.steps, stream,
+            _Steps(x, y, batch_size=p.ppap.batch_size, steps=p.ppap.steps, seed=stream))
         save_tensors(net.state_dict(), out / f"supervised_{i}.safetensors")
         seconds[f"seed{seed}/supervised_{i}"] = round(time.perf_counter() - t0, 1)
     return seconds
@@ -165,7 +149,7 @@ def collect(model_dir: Path, kind: str, experts: int) -> None:
 # ---- the arms ------------------------------------------------------------------------------
 
 def sweep(params: Params, paths: Paths, seed: int, arms: list[str], keep_images: bool) -> dict:
-    """Phase 3 for one training seed: each arm's scale, chosen by the backbone on samples at
+    """Phase 2 for one training seed: each arm's scale, chosen by the backbone on samples at
     SELECTION_SEED: the highest backbone accuracy on the requested class among scales whose
     backbone-feature FD to the val split stays within `fd_guard` x the unguided samples' FD."""
     from embedlab.evaluation import class_accuracy, predict
@@ -207,8 +191,8 @@ def _run_part(name: str, raw: dict, root: str, seed: int, arg=None):
     from embedlab.params import parse_params
 
     params, paths = parse_params(raw), Paths(Path(root))
-    if name == "ddpm":
-        return train_ddpm(params, paths, seed, conditional=arg)
+    if name == "ddpm_cond":
+        return train_cfg_ddpm(params, paths, seed)
     if name == "experts":
         return train_experts(params, paths, seed, arg)
     if name == "supervised":
@@ -219,21 +203,20 @@ def _run_part(name: str, raw: dict, root: str, seed: int, arg=None):
 
 
 def plan(p) -> tuple[dict, dict]:
-    """Every job of train@diffusion, {key: (part, seed, argument)}, and what each waits for: a
-    seed's experts and supervised experts start as soon as its DDPM exists, its sweep as soon as
-    those do (each seed's experts and supervised experts go in halves, so two workers stay busy)."""
+    """Every job of train@diffusion, {key: (part, seed, argument)}, and what each waits for: the
+    experts and supervised experts need only the given DDPM (there before the stage starts), a
+    seed's sweep waits for those and its cfg DDPM. The cfg DDPMs, the longest jobs, go first;
+    each seed's experts and supervised experts go in halves, so two workers stay busy."""
     n = p.ppap.experts
     halves = [h for h in (list(range(n - n // 2)), list(range(n - n // 2, n))) if h]
-    jobs, after = {}, {}
+    jobs: dict = {f"ddpm_cond/{s}": ("ddpm_cond", s, None) for s in p.seeds if s in p.cfg_seeds}
+    after: dict = {}
     for s in p.seeds:
-        jobs[f"ddpm/{s}"] = ("ddpm", s, False)
-        if s in p.cfg_seeds:
-            jobs[f"ddpm_cond/{s}"] = ("ddpm", s, True)
         parts = []
         for kind in ("experts", "supervised"):
             for i, half in enumerate(halves):
                 key = f"{kind}/{s}/{i}"
-                jobs[key], after[key] = (kind, s, half), [f"ddpm/{s}"]
+                jobs[key] = (kind, s, half)
                 parts.append(key)
         arm_groups = (["naive", "ppap"], ["supervised"] + (["cfg"] if s in p.cfg_seeds else []))
         for i, arms in enumerate(arm_groups):
@@ -250,6 +233,7 @@ def train(params: Params, paths: Paths) -> None:
     from embedlab.training import resolve_device
 
     p = params.diffusion
+    check_current(params, paths)  # the given DDPM: present, and trained on these params and data
     model_dir = paths.model_dir(NAME)
     model_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -1,7 +1,7 @@
-"""The Lightning modules of the diffusion method: the DDPM (unconditional, or conditional with
-label dropout for classifier-free guidance) with EMA weights, PPAP's data-free LoRA expert,
-and the supervised noise-aware classifier baseline. Each trains for a fixed number of steps
-through the project's Trainer factory."""
+"""The DDPM's Lightning module (unconditional, or conditional with label dropout for
+classifier-free guidance) with EMA weights, and the seeded step stream every part of the method
+trains on. The given DDPM's stage (given.py) reads this file, so the experts' modules live in
+experts.py: changing them never retrains the DDPM."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ import copy
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from embedlab.methods.diffusion.experts import distillation_loss
 from embedlab.methods.diffusion.schedule import Schedule
 
 
@@ -99,64 +97,3 @@ def ddpm_module(unet: torch.nn.Module, schedule: Schedule, lr: float, ema_decay:
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     return DDPM()
-
-
-def expert_module(expert: torch.nn.Module, teacher: torch.nn.Module, schedule: Schedule, t_range: tuple[int, int],
-                  lr: float, tau: float):
-    L = _lightning()
-
-    class Expert(L.LightningModule):
-        """Data-free distillation: unlabelled DDPM samples x0, noised to t in the expert's
-        range; the frozen classifier on x0 (sharpened by tau) teaches the expert on x_t."""
-
-        def __init__(self):
-            super().__init__()
-            self.expert = expert
-            self.teacher = teacher.eval().requires_grad_(False)
-
-        def training_step(self, batch, _):
-            (x0,) = batch  # images only: the KD set holds no labels
-            lo, hi = t_range
-            t = torch.randint(lo, hi, (len(x0),), device=x0.device)
-            xt = schedule.q_sample(x0, t, torch.randn_like(x0))
-            with torch.no_grad():
-                target = self.teacher(x0)
-            loss = distillation_loss(target, self.expert(xt), tau)
-            self.log("kd_loss", loss, prog_bar=True)
-            return loss
-
-        def train(self, mode: bool = True):
-            super().train(mode)
-            self.teacher.eval()  # the teacher's BatchNorm statistics stay as trained
-            return self
-
-        def configure_optimizers(self):
-            return torch.optim.Adam([p for p in self.expert.parameters() if p.requires_grad], lr=lr)
-
-    return Expert()
-
-
-def supervised_module(classifier: torch.nn.Module, schedule: Schedule, lr: float, t_range: tuple[int, int]):
-    L = _lightning()
-
-    class Supervised(L.LightningModule):
-        """One supervised expert: the whole classifier fine-tuned on labelled x_t, t uniform in
-        its range (the multi-expert baseline PPAP compares with)."""
-
-        def __init__(self):
-            super().__init__()
-            self.net = classifier
-
-        def training_step(self, batch, _):
-            x0, y = batch
-            lo, hi = t_range
-            t = torch.randint(lo, hi, (len(x0),), device=x0.device)
-            xt = schedule.q_sample(x0, t, torch.randn_like(x0))
-            loss = F.cross_entropy(self.net(xt), y)
-            self.log("train_loss", loss, prog_bar=True)
-            return loss
-
-        def configure_optimizers(self):
-            return torch.optim.Adam(self.net.parameters(), lr=lr)
-
-    return Supervised()

@@ -9,24 +9,13 @@ from pathlib import Path
 import torch
 
 from embedlab.io import load_tensors
+from embedlab.methods.diffusion.given import build_unet, load_ddpm, schedule_of
 from embedlab.params import Params
 from embedlab.paths import Paths
 
 NAME = "diffusion"
 PRIMARY_METRIC = "published.guided_accuracy"  # the published seed's PPAP, guided accuracy
 GUIDED = ("naive", "supervised", "ppap", "cfg")
-
-
-def schedule_of(p):
-    from embedlab.methods.diffusion.schedule import Schedule
-
-    return Schedule(p.timesteps, p.schedule)
-
-
-def build_unet(p, num_classes: int = 0):
-    from embedlab.methods.diffusion.unet import UNet
-
-    return UNet(tuple(p.channels), attention=p.attention, num_classes=num_classes)
 
 
 def seed_dir(paths: Paths, seed: int) -> Path:
@@ -40,40 +29,40 @@ def _backbone(paths: Paths, device="cpu"):
 
 
 class Parts:
-    """Every trained part of one training seed, loaded for sampling: from a stage's seed folder,
-    or from a downloaded registry bundle (`scoring.load_bundle`). The cfg arm exists where the
-    conditional DDPM was trained (`cfg_seeds`)."""
+    """Every trained part of one training seed, with the given DDPM they guide (`ddpm`: its UNet
+    and params, from models/ddpm or a bundle's copy), loaded for sampling: from a stage's seed
+    folder, or from a downloaded registry bundle (`scoring.load_bundle`). The cfg arm exists where
+    the conditional DDPM was trained (`cfg_seeds`)."""
 
-    def __init__(self, p, model_dir: Path, backbone: torch.nn.Module, image_size: int, device="cpu"):
+    def __init__(self, p, model_dir: Path, backbone: torch.nn.Module, image_size: int, ddpm: tuple, device="cpu"):
         import copy
 
         from embedlab.methods.diffusion.experts import MultiExpert
         from embedlab.methods.diffusion.lora import add_lora
 
         self.p, self.device = p, torch.device(device)
-        self.schedule = schedule_of(p)
+        self.uncond, d = ddpm
+        self.schedule = schedule_of(d)  # the given DDPM's: the experts' ranges and the cfg DDPM follow it
         self.backbone = backbone.to(self.device).eval()
         self.num_classes = int(self.backbone.head.out_features)
         self.image_size = image_size
         model_dir = Path(model_dir)
-        self.uncond = build_unet(p)
-        self.uncond.load_state_dict(load_tensors(model_dir / "ddpm_uncond.safetensors"))
         self.cond = None
         if (model_dir / "ddpm_cond.safetensors").exists():
-            self.cond = build_unet(p, self.num_classes)
+            self.cond = build_unet(d, self.num_classes)
             self.cond.load_state_dict(load_tensors(model_dir / "ddpm_cond.safetensors"))
         supervised = []
         for state in load_tensors(model_dir / "supervised.safetensors"):
             net = copy.deepcopy(self.backbone)
             net.load_state_dict(state)
             supervised.append(net)
-        self.supervised = MultiExpert(supervised, p.timesteps)
+        self.supervised = MultiExpert(supervised, d.timesteps)
         experts = []
         for state in load_tensors(model_dir / "experts.safetensors"):
             e = add_lora(self.backbone, p.ppap.rank, p.ppap.alpha)
             e.load_state_dict(state)
             experts.append(e)
-        self.ppap = MultiExpert(experts, p.timesteps)
+        self.ppap = MultiExpert(experts, d.timesteps)
         for m in (self.uncond, self.cond, self.supervised, self.ppap):
             if m is not None:
                 m.to(self.device).eval()
@@ -85,7 +74,8 @@ class Parts:
     @classmethod
     def from_stage(cls, params: Params, paths: Paths, seed: int, device="cpu") -> Parts:
         meta = json.loads((paths.prepared / "meta.json").read_text())
-        return cls(params.diffusion, seed_dir(paths, seed), _backbone(paths, device), int(meta["image_size"]), device)
+        return cls(params.diffusion, seed_dir(paths, seed), _backbone(paths, device), int(meta["image_size"]),
+                   load_ddpm(paths.model_dir("ddpm"), device), device)
 
     def classifier(self, arm: str):
         return {"naive": lambda x, t: self.backbone(x), "supervised": self.supervised, "ppap": self.ppap}[arm]

@@ -60,7 +60,7 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
 
     from embedlab.data.prepare import read_prepared
     from embedlab.evaluation.intervals import METHODS, over_seeds
-    from embedlab.evaluation.samples import SampleScorer, evaluator_id
+    from embedlab.evaluation.samples import SampleScorer, evaluator_id, weights_id
     from embedlab.methods.diffusion.lora import trainable_parameters
     from embedlab.methods.diffusion.parts import GUIDED, NAME, Parts, requested_labels
 
@@ -102,6 +102,9 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     pub = per_seed["ppap"][list(p.seeds).index(pub_seed)]
     metrics = {
         "evaluator": evaluator_id(evaluator),
+        "ddpm": {"sha256": weights_id(parts.uncond), "weights": "models/ddpm/ddpm_uncond.safetensors",
+                 "given": "trained once per data set (pretrain@ddpm); training seeds vary the experts and baselines",
+                 **json.loads((paths.model_dir("ddpm") / "train.json").read_text())},
         "n": len(labels),
         "guided_accuracy": table("accuracy"),
         "fd": table("fd"),
@@ -155,7 +158,7 @@ def _score_sweep(model_dir: Path, scales: dict, evaluator, num_classes: int, per
 # ---- registry --------------------------------------------------------------------------------
 
 class UnguidedSampler(torch.nn.Module):
-    """The published program: deterministic DDIM with the unconditional EMA DDPM, x_T -> x_0
+    """The published program: deterministic DDIM with the given unconditional EMA DDPM, x_T -> x_0
     (the same `ddim_step` as every sampler here). Guided sampling needs gradients of a
     classifier, which a torch.export program cannot take: the bundle carries the parts (`load_bundle`)."""
 
@@ -183,7 +186,9 @@ class UnguidedSampler(torch.nn.Module):
 
 def export(params: Params, paths: Paths):
     """The published seed's parts (chosen on the backbone's sweep, `published_seed`), its
-    unguided sampler as the program, gated on that seed's PPAP guided accuracy."""
+    unguided sampler as the program, gated on that seed's PPAP guided accuracy. The given DDPM
+    rides along (weights, and its config under config["ddpm"]): the bundle stands alone."""
+    from embedlab.methods.diffusion.given import WEIGHTS, read_config
     from embedlab.methods.diffusion.parts import NAME, PRIMARY_METRIC, Parts, seed_dir
     from embedlab.registry import ModelBundle
 
@@ -191,13 +196,15 @@ def export(params: Params, paths: Paths):
     seed = metrics["published"]["seed"]
     parts = Parts.from_stage(params, paths, seed)
     program = UnguidedSampler(parts.uncond, parts.schedule, params.diffusion.ddim_steps, params.diffusion.ddim_clip)
+    ddpm_dir = paths.model_dir("ddpm")
     s = parts.image_size
     example = torch.randn(2, 1, s, s, generator=torch.Generator().manual_seed(0)).numpy().astype(np.float32)
     config = {"diffusion": params.diffusion.model_dump(), "seed": seed, "scales": metrics["scale"][str(seed)],
-              "image_size": s, "backbone": json.loads((paths.model_dir("backbone") / "config.json").read_text())}
+              "image_size": s, "backbone": json.loads((paths.model_dir("backbone") / "config.json").read_text()),
+              "ddpm": read_config(ddpm_dir)}
     folder = seed_dir(paths, seed)
-    names = ("ddpm_uncond", "ddpm_cond", "experts", "supervised")
-    files = [folder / f"{n}.safetensors" for n in names if (folder / f"{n}.safetensors").exists()]
+    names = ("ddpm_cond", "experts", "supervised")
+    files = [ddpm_dir / WEIGHTS] + [folder / f"{n}.safetensors" for n in names if (folder / f"{n}.safetensors").exists()]
     # The backbone rides along under its bundle name (the experts are LoRA over it).
     backbone = load_tensors(paths.model_dir("backbone") / "model.safetensors")
     return ModelBundle(module=program, input_example=example, primary_metric=PRIMARY_METRIC,
@@ -213,6 +220,7 @@ def load_bundle(bundle_dir: Path, device="cpu"):
     `parts.sample("ppap", labels, parts_scale, seed)` with the scale from config["scales"]."""
     from embedlab.classifier import build_classifier
     from embedlab.io import load_weights
+    from embedlab.methods.diffusion.given import WEIGHTS, ddpm_from
     from embedlab.methods.diffusion.params import DiffusionParams
     from embedlab.methods.diffusion.parts import Parts
 
@@ -220,6 +228,7 @@ def load_bundle(bundle_dir: Path, device="cpu"):
     config = json.loads((bundle_dir / "config.json").read_text())
     backbone = build_classifier(config["backbone"]["arch"], **config["backbone"]["kwargs"])
     backbone = load_weights(backbone, bundle_dir / "backbone.safetensors", device).requires_grad_(False)
-    parts = Parts(DiffusionParams(**config["diffusion"]), bundle_dir, backbone, config["image_size"], device)
+    parts = Parts(DiffusionParams(**config["diffusion"]), bundle_dir, backbone, config["image_size"],
+                  ddpm_from(config["ddpm"], bundle_dir / WEIGHTS, device), device)
     parts.scales = config["scales"]
     return parts

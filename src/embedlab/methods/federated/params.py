@@ -61,8 +61,7 @@ class GGEURParams(Section):
 class EmbeddingParams(Section):
     """What the linear-head runs (label skew, and GGEUR's multi-domain runs) sit on."""
 
-    source: Literal["vq", "backbone"] = "vq"  # vq: the tokenizer's encoder, trained without labels
-    seed: int = Field(0, ge=0)  # vq: models/vq/seed<seed>
+    source: Literal["vq", "backbone"] = "vq"  # vq: models/tokenizer's encoder, trained without labels
 
 
 class TuningParams(Section):
@@ -79,7 +78,7 @@ class TuningParams(Section):
 class FedFeatureShiftParams(FedTrainParams):
     local_steps: int = Field(20, ge=1, le=100_000)  # the released FRAug's 20 iterations per round
     samples_per_client: int = Field(30, ge=1)
-    sizes: list[int] = Field(default_factory=lambda: [10, 30, 100], min_length=1)
+    sizes: list[int] = Field(default_factory=lambda: [30, 100], min_length=1)  # the paper preset adds 10
     width: int = Field(8, ge=1, le=1024)
     embedding_dim: int = Field(64, ge=2, le=4096)
     algorithms: list[Literal["local", "fedavg", "fedprox", "fedbn", "fraug"]] = Field(
@@ -103,7 +102,7 @@ class FedLabelSkewParams(FedTrainParams):
 
 
 class FederatedParams(Section):
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)  # the paper preset: 5
     workers: int = Field(2, ge=1, le=64)  # CPU processes, one thread each
     feature_shift: FedFeatureShiftParams = FedFeatureShiftParams()
     label_skew: FedLabelSkewParams = FedLabelSkewParams()

@@ -83,17 +83,15 @@ def copy_embedder(params: Params, root: Path) -> Path:
     """Copy the frozen network the linear-head runs classify (federated.embedding) into
     models/federated/embedding/, so every run, the scoring and the published bundle read that
     copy (evaluate@federated then depends on models/federated alone):
-    `vq`: the tokenizer of one vq training seed (trained on images alone: no label shaped it);
+    `vq`: the given vq tokenizer, models/tokenizer (trained on images alone: no label shaped it);
     `backbone`: the supervised classifier (trained with the labels of the clients' images)."""
     import shutil
 
     e = params.federated.embedding
     paths = Paths(root)
     if e.source == "vq":
-        from embedlab.methods.vq.parts import seed_dir
-
-        folder, names, hint = seed_dir(paths, e.seed), ("config.json", "tokenizer.safetensors"), \
-            f"train it (dvc repro train@vq, with {e.seed} in vq.seeds) or set federated.embedding.seed to a trained seed"
+        folder, names, hint = paths.model_dir("tokenizer"), ("config.json", "tokenizer.safetensors"), \
+            "train it once: embedlab pretrain tokenizer"
     else:
         folder, names, hint = paths.model_dir("backbone"), ("config.json", "model.safetensors"), "dvc repro reference@backbone"
     missing = [str(folder / n) for n in names if not (folder / n).exists()]
@@ -120,17 +118,15 @@ class FrozenEmbedding(torch.nn.Module):
 
 
 def build_embedding(source: str, config: dict, weights: Path, device="cpu") -> FrozenEmbedding:
-    from embedlab.io import load_weights
-
     if source == "backbone":
         from embedlab.classifier import build_classifier
+        from embedlab.io import load_weights
 
-        net = build_classifier(config["arch"], **config["kwargs"])
-    else:
-        from embedlab.methods.vq.parts import build_parts
+        return FrozenEmbedding(source, load_weights(build_classifier(config["arch"], **config["kwargs"]), weights, device))
+    from embedlab.methods.vq.given import build_tokenizer
 
-        net = build_parts(config)[0]
-    return FrozenEmbedding(source, load_weights(net, weights, device))
+    # Bundles published before the tokenizer had its own stage carry a vq seed's whole config.
+    return FrozenEmbedding(source, build_tokenizer(config.get("tokenizer", config), weights, device))
 
 
 def load_embedder(folder: Path, num_classes: int):

@@ -236,8 +236,8 @@ def export(params: Params, paths: Paths):
                                   "for fedbn/fraug) and FRAug's RTNet stay with each client: slot k is client k"},
         "label_skew": {"model": runs[chosen["label_skew"]]["config"]["model"],
                        "embedding": params.federated.embedding.model_dump(),
-                       "note": "one global linear head over frozen embeddings: source vq = the tokenizer's encoder of "
-                               "models/vq/seed<seed>, its latent grid flattened; backbone = models/backbone's features"},
+                       "note": "one global linear head over frozen embeddings: source vq = the given tokenizer's encoder "
+                               "(models/tokenizer), its latent grid flattened; backbone = models/backbone's features"},
     }
     # The frozen embedder the label-skew head classifies, so the bundle stands alone.
     from embedlab.methods.federated.runs import EMBEDDING_DIR

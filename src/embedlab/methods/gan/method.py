@@ -4,10 +4,13 @@ train@gan first tunes every arm with the same budget (params gan.tuning: one hyp
 the same number of values each) on a selection seed that no reported run uses: on
 stacked_weak the *backbone's* confident mode count decides (that choice also serves
 stacked_full and digits); on each 2-D mixture, the mixture's own mode count. Then every
-reported job runs with its arm's chosen value. models/gan/ holds each generator's safetensors,
-config.json (jobs, choices, the backbone's reading of the reported mee runs) and history.json
-(losses). Runs train as stacks (many runs as one model, one Lightning fit each: module.py), in
-`gan.workers` CPU processes with one thread each, or in-process on a GPU.
+reported job runs with its arm's chosen value. Stacked digits run only with
+`gan.image.stacked` (the paper preset); without them digits runs untuned, every arm at its
+params default, and MEE's plain-digit generator is the published one (`published_run`).
+models/gan/ holds each generator's safetensors, config.json (jobs, choices, the backbone's
+reading of the reported mee runs) and history.json (losses). Runs train as stacks (many runs
+as one model, one Lightning fit each: module.py), in `gan.workers` CPU processes with one
+thread each, or in-process on a GPU.
 
 evaluate@gan (scoring.py) scores every reported generator with the evaluator, beside the real
 ceiling and the untrained floor, and writes the claims' verdicts.
@@ -26,21 +29,24 @@ import torch
 from embedlab.io import save_weights, write_json_atomic
 from embedlab.jobs import Pool
 from embedlab.methods.gan.benchmarks import (
-    IMAGE,
     NAME,
     PRIMARY_METRIC,
     TOY,
     TUNED_ON,
     Job,
     build_generator,
+    curves_bench,
     disc_factory,
     gen_config,
+    image_benches,
     loop_config,
     mixture,
+    published_run,
     real_sampler,
     restore_generator,
+    tuned_benches,
 )
-from embedlab.methods.gan.scoring import PUBLISHED, evaluate, export, load_bundle
+from embedlab.methods.gan.scoring import evaluate, export, load_bundle
 from embedlab.params import Params
 from embedlab.paths import Paths
 
@@ -118,19 +124,21 @@ def planned_jobs(params: Params, chosen: dict | None = None) -> list[Job]:
         return Job(bench, arm, seed, (chosen or {}).get((TUNED_ON[bench], arm)))
 
     jobs = [job(bench, arm, seed) for bench in TOY for arm in g.toy.arms for seed in g.toy.seeds]
-    jobs += [job("stacked_weak", arm, seed) for arm in g.image.arms for seed in g.image.seeds]
-    jobs += [job("stacked_full", arm, seed) for arm in g.image.compare_arms for seed in g.image.full_seeds]
+    if g.image.stacked:
+        jobs += [job("stacked_weak", arm, seed) for arm in g.image.arms for seed in g.image.seeds]
+        jobs += [job("stacked_full", arm, seed) for arm in g.image.compare_arms for seed in g.image.full_seeds]
     jobs += [job("digits", arm, seed) for arm in g.image.compare_arms for seed in g.image.seeds]
     return jobs
 
 
 def selection_jobs(params: Params) -> list[Job]:
-    """The tuning runs: every arm of a tuned benchmark at each of its values, on the selection seed."""
+    """The tuning runs: every arm of a tuned benchmark (`tuned_benches`) at each of its values,
+    on the selection seed."""
     g = params.gan
     benches = {"ring": (g.toy.selection_seed, g.toy.arms), "grid": (g.toy.selection_seed, g.toy.arms),
                "stacked_weak": (g.image.selection_seed, sorted(set(g.image.arms) | set(g.image.compare_arms)))}
     return [Job(bench, arm, seed, value, selection=True) for bench, (seed, arms) in benches.items()
-            for arm in arms for value in g.tuning.of(arm).values]
+            if bench in tuned_benches(params) for arm in arms for value in g.tuning.of(arm).values]
 
 
 def choose_value(scores: dict[float, dict]) -> float:
@@ -140,28 +148,36 @@ def choose_value(scores: dict[float, dict]) -> float:
 
 class Readers:
     """How train@gan reads a run without the evaluator: the mixture itself (2-D) or the backbone
-    (stacked), with the min count each one's real ceiling gives."""
+    (stacked digits; plain digits, 10 modes, at evaluate's N), with the min count each one's
+    real ceiling gives."""
 
     def __init__(self, params: Params, backbone: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor):
-        from embedlab.methods.gan.scoring import stacked_ceiling, toy_ceiling
+        from embedlab.methods.gan.scoring import digits_ceiling, stacked_ceiling, toy_ceiling
 
         e, self.params, self.backbone = params.evaluation, params, backbone
         self.min_count = {b: toy_ceiling(*mixture(params, b), params.gan.toy.eval_samples, e.seed,
                                          e.mode_min_fraction)[1] for b in TOY}
-        self.min_count["stacked"] = stacked_ceiling(images, labels, backbone, params.gan.image.eval_samples, e.seed,
-                                                    e.confidence, e.mode_min_fraction)[1]
+        if params.gan.image.stacked:
+            self.min_count["stacked"] = stacked_ceiling(images, labels, backbone, params.gan.image.eval_samples,
+                                                        e.seed, e.confidence, e.mode_min_fraction)[1]
+        self.n_digits = min(e.samples, len(images))  # evaluate's N (SampleScorer.cap)
+        self.min_count["digits"] = digits_ceiling(images, backbone, self.n_digits, e.seed, e.confidence,
+                                                  e.mode_min_fraction)[1]
 
     def __call__(self, job: Job, gen: torch.nn.Module) -> dict:
         from embedlab.methods.gan.arms import sample
-        from embedlab.methods.gan.scoring import score_stacked, score_toy
+        from embedlab.methods.gan.scoring import score_digit_modes, score_stacked, score_toy
 
-        g = self.params.gan
+        g, threshold = self.params.gan, self.params.evaluation.confidence
         if job.bench in TOY:
             s = score_toy(sample(gen, g.toy.eval_samples, job.seed), *mixture(self.params, job.bench),
                           self.min_count[job.bench])
+        elif job.bench == "digits":
+            s = score_digit_modes(sample(gen, self.n_digits, job.seed), self.backbone, threshold,
+                                  self.min_count["digits"])
         else:
-            s = score_stacked(sample(gen, g.image.eval_samples, job.seed), self.backbone,
-                              self.params.evaluation.confidence, self.min_count["stacked"])
+            s = score_stacked(sample(gen, g.image.eval_samples, job.seed), self.backbone, threshold,
+                              self.min_count["stacked"])
         return {"modes_covered": s["modes_covered"], "mode_kl": s["mode_kl"]}
 
 
@@ -185,6 +201,7 @@ def train(params: Params, paths: Paths) -> None:
     job_args = (params.model_dump(by_alias=True), images.numpy(), labels.numpy(), str(device), pool.executor is None)
     start = time.perf_counter()
     histories, results, backbone_reads = {}, {}, {}
+    published = published_run(params)
     selection = selection_jobs(params)
     stacks = stacks_of(selection, device.type)
     bar = tqdm(total=len(selection) + len(planned_jobs(params)), desc="train@gan jobs", unit="run",
@@ -204,26 +221,31 @@ def train(params: Params, paths: Paths) -> None:
             save_weights(gen, path)
             histories[job.key] = hist
             results[job.key] = asdict(job)
-            if (job.bench, job.arm) == PUBLISHED:
+            if (job.bench, job.arm) == published:
                 backbone_reads[job.seed] = read(job, gen)
         bar.close()
     finally:
         pool.close()
+    by = {"stacked_weak": ("backbone confident mode count (also for stacked_full, digits)", g.image.selection_seed),
+          "ring": ("mixture mode count", g.toy.selection_seed), "grid": ("mixture mode count", g.toy.selection_seed)}
+    by = {b: v for b, v in by.items() if b in tuned_benches(params)}
+    tuning = {
+        "by": {b: reader for b, (reader, _) in by.items()},
+        "seeds": {b: seed for b, (_, seed) in by.items()},
+        "min_count": read.min_count,
+        "chosen": {f"{b}/{a}": {"key": g.tuning.key(a), "value": v} for (b, a), v in chosen.items()},
+        "scores": {f"{b}/{a}": {f"{v:g}": s for v, s in per.items()} for (b, a), per in scores.items()},
+    }
+    if not g.image.stacked:
+        tuning["untuned"] = {"digits": "every arm at its params default (each tuning grid holds it): "
+                                       "stacked_weak, where images are tuned, did not run (gan.image.stacked false)"}
     config = {
-        "generators": {b: gen_config(params, b, size) for b in TOY + IMAGE},
+        "generators": {b: gen_config(params, b, size) for b in TOY + image_benches(params)},
         "jobs": [{**results[k], "weights": Job(**results[k]).weights, "seconds": histories[k]["seconds"]}
                  for k in results],
-        "tuning": {
-            "by": {"stacked_weak": "backbone confident mode count (also for stacked_full, digits)",
-                   "ring": "mixture mode count", "grid": "mixture mode count"},
-            "seeds": {"stacked_weak": g.image.selection_seed, "ring": g.toy.selection_seed,
-                      "grid": g.toy.selection_seed},
-            "min_count": read.min_count,
-            "chosen": {f"{b}/{a}": {"key": g.tuning.key(a), "value": v} for (b, a), v in chosen.items()},
-            "scores": {f"{b}/{a}": {f"{v:g}": s for v, s in per.items()} for (b, a), per in scores.items()},
-        },
+        "tuning": tuning,
         # The published run is chosen by this reading (the backbone's), never by the evaluator.
-        "backbone_reads": {"bench": PUBLISHED[0], "arm": PUBLISHED[1],
+        "backbone_reads": {"bench": published[0], "arm": published[1],
                            "per_seed": {str(s): r for s, r in sorted(backbone_reads.items())}},
         "device": str(device),
         "workers": g.workers if pool.executor is not None else 1,
@@ -247,11 +269,12 @@ def _results(pool: Pool, stacks: list[list[Job]], job_args: tuple, bar):
 
 
 def log_live(live_dir: Path, histories: dict, tuning: dict) -> None:
-    """dvclive/gan/: the loss curves of the first stacked_weak seed per arm (the dvc plots every
-    other model shows), and the tuning choices as metrics."""
+    """dvclive/gan/: the loss curves of the first seed per arm of `curves_bench` (the dvc plots
+    every other model shows), and the tuning choices as metrics."""
     from embedlab.live import open_live
 
-    runs = {k: v for k, v in histories.items() if k.startswith("stacked_weak/")}
+    bench = curves_bench(histories)
+    runs = {k: v for k, v in histories.items() if k.startswith(f"{bench}/")}
     first = min((int(k.rsplit("seed", 1)[1]) for k in runs), default=None)
     curves = {k.split("/")[1]: v for k, v in runs.items() if k.endswith(f"/seed{first}")}
     with open_live(live_dir) as live:
@@ -264,6 +287,6 @@ def log_live(live_dir: Path, histories: dict, tuning: dict) -> None:
             live.step = i * CURVE_EVERY
             for arm, c in curves.items():
                 if i < len(c["d_loss"]):
-                    live.log_metric(f"stacked_weak/{arm}/d_loss", c["d_loss"][i])
-                    live.log_metric(f"stacked_weak/{arm}/g_loss", c["g_loss"][i])
+                    live.log_metric(f"{bench}/{arm}/d_loss", c["d_loss"][i])
+                    live.log_metric(f"{bench}/{arm}/g_loss", c["g_loss"][i])
 

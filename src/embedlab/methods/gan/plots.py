@@ -1,5 +1,6 @@
 """plots/gan/: samples over the true 2-D modes, sample grids per arm, loss curves, the stacked
-mode histogram and modes covered per benchmark (first seed for pictures, all seeds for bars)."""
+mode histogram (where stacked digits ran) and modes covered per benchmark (first seed for
+pictures, all seeds for bars)."""
 
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ def modes_bars(metrics: dict, out: Path) -> None:
     """Confident modes covered per arm (mean over seeds, 95% interval), beside the real ceiling
     and the untrained floor."""
     rows = []
-    for bench in ("ring", "grid", "stacked", "stacked_full"):
+    for bench in ("ring", "grid", "stacked", "stacked_full", "digits"):
         tables = [metrics.get(bench, {}), metrics.get("ablation", {}).get(bench, {})]
         for table in tables:
             for arm, entry in table.get("modes_covered", {}).items():
@@ -139,8 +140,11 @@ def write_plots(out: Path, shown: dict, history: dict, mixtures: dict, metrics: 
                 hists[arm] = hist
     if hists:
         mode_histogram(hists, out)
-    seeds = [int(k.rsplit("seed", 1)[1]) for k in history["runs"] if k.startswith("stacked_weak/")]
+    from embedlab.methods.gan.benchmarks import curves_bench
+
+    bench = curves_bench(history["runs"])
+    seeds = [int(k.rsplit("seed", 1)[1]) for k in history["runs"] if k.startswith(f"{bench}/")]
     if seeds:
-        arms = list(dict.fromkeys(k.split("/")[1] for k in history["runs"] if k.startswith("stacked_weak/")))
-        loss_curves(history, "stacked_weak", arms, min(seeds), history["curve_every"], out)
+        arms = list(dict.fromkeys(k.split("/")[1] for k in history["runs"] if k.startswith(f"{bench}/")))
+        loss_curves(history, bench, arms, min(seeds), history["curve_every"], out)
     modes_bars(metrics, out)

@@ -6,7 +6,9 @@
   select); a channel counts only when the reading is confident, a sample has a mode only when
   all three channels do (`confident_share` is the share of confident channels: how digit-like
   the channels are).
-- Plain digits: FD / KID / confident share against val + test (`evaluation.samples`).
+- Plain digits: FD / KID / confident share against val + test (`evaluation.samples`), and
+  the confident mode count over the 10 classes (how MEE's plain-digit generator is published
+  when stacked digits do not run).
 
 Every count is reported beside the real-data ceiling (real samples at the same N) and the
 untrained floor; a mode needs `min_count` samples, derived from the ceiling
@@ -28,7 +30,9 @@ from embedlab.evaluation.scores import predict
 from embedlab.io import write_json_atomic
 from embedlab.methods.gan.benchmarks import (
     NAME,
+    NOT_RUN,
     PRIMARY_METRIC,
+    STACKED,
     TOY,
     Job,
     load_generator,
@@ -89,8 +93,29 @@ def stacked_ceiling(images: torch.Tensor, labels: torch.Tensor, classifier: torc
     return score_stacked(real, classifier, threshold, min_count), min_count
 
 
+def digit_mode_count(classifier: torch.nn.Module) -> int:
+    return int(classifier.head.out_features)
+
+
+def score_digit_modes(images: torch.Tensor, classifier: torch.nn.Module, threshold: float, min_count: int) -> dict:
+    """Plain digits (N, 1, S, S): modes covered over the classifier's classes, confident readings only."""
+    probs = predict(classifier, images)[0]
+    cov = coverage(confident_classes(probs, threshold), digit_mode_count(classifier), min_count)
+    cov.pop("assigned_share")  # the confident share: SampleScorer reports it beside FD / KID
+    return cov
+
+
+def digits_ceiling(images: torch.Tensor, classifier: torch.nn.Module, n: int, seed: int, threshold: float,
+                   fraction: float) -> tuple[dict, int]:
+    """Real train digits at N (the images `SampleScorer.floor_images(n, seed=seed)` draws), read
+    by `classifier`: their mode score and the min count they imply."""
+    real = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]]
+    classes = confident_classes(predict(classifier, real)[0], threshold)
+    min_count = min_count_from_ceiling(classes, digit_mode_count(classifier), fraction)
+    return score_digit_modes(real, classifier, threshold, min_count), min_count
+
+
 MAIN_ARMS = ("dcgan", "maf", "mee")
-PUBLISHED = ("stacked_weak", "mee")  # the registry's program: MEE's generator where collapse shows
 
 
 # --- evaluate (the stage) -------------------------------------------------------------------------------
@@ -102,10 +127,18 @@ def first_seed(jobs: list[dict], bench: str, arm: str | None = None) -> int:
 
 
 def published_seed(config: dict) -> int:
-    """The reported stacked_weak mee run with the most modes in the backbone's reading (ties: lower
-    KL, then the lower seed): what publish registers. The evaluator plays no part in the choice."""
+    """The reported run of the published benchmark and arm (`published_of`) with the most modes in
+    the backbone's reading (ties: lower KL, then the lower seed): what publish registers. The
+    evaluator plays no part in the choice."""
     reads = config["backbone_reads"]["per_seed"]
     return int(min(reads, key=lambda s: (-reads[s]["modes_covered"], reads[s]["mode_kl"], int(s))))
+
+
+def published_of(config: dict) -> tuple[str, str, int]:
+    """(benchmark, arm, seed) of the published generator, from models/gan/config.json: MEE on
+    stacked_weak with `gan.image.stacked`, else MEE on plain digits (`benchmarks.published_run`)."""
+    reads = config["backbone_reads"]
+    return reads.get("bench", "stacked_weak"), reads.get("arm", "mee"), published_seed(config)
 
 
 @torch.no_grad()
@@ -128,14 +161,18 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     scorer = SampleScorer(evaluator, data, e.confidence, e.bootstrap, e.seed)
     n_digits = scorer.cap(e.samples)
 
-    # The real ceiling of every benchmark at its N, and the min count it implies.
+    # The real ceiling of every benchmark trained at its N, and the min count it implies.
+    trained = {j["bench"] for j in config["jobs"]}
     ceilings, min_count = {}, {}
     for bench in TOY:
         ceilings[bench], min_count[bench] = toy_ceiling(*mixture(params, bench), g.toy.eval_samples, e.seed,
                                                          e.mode_min_fraction)
-    ceilings["stacked"], min_count["stacked"] = stacked_ceiling(images, labels, evaluator, g.image.eval_samples,
-                                                                e.seed, e.confidence, e.mode_min_fraction)
-    ceilings["digits"] = scorer.floor(n_digits, seed=e.seed)
+    if trained & set(STACKED):
+        ceilings["stacked"], min_count["stacked"] = stacked_ceiling(images, labels, evaluator, g.image.eval_samples,
+                                                                    e.seed, e.confidence, e.mode_min_fraction)
+    digit_modes, min_count["digits"] = digits_ceiling(images, evaluator, n_digits, e.seed, e.confidence,
+                                                      e.mode_min_fraction)
+    ceilings["digits"] = {**scorer.floor(n_digits, seed=e.seed), **digit_modes}
 
     def read(bench: str, gen, seed: int):
         if bench in TOY:
@@ -143,7 +180,8 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
             return score_toy(points, *mixture(params, bench), min_count[bench]), points
         if bench == "digits":
             imgs = sample(gen, n_digits, seed)
-            return scorer.score(imgs, seed=seed), imgs[:100]
+            modes = score_digit_modes(imgs, evaluator, e.confidence, min_count["digits"])
+            return {**scorer.score(imgs, seed=seed), **modes}, imgs[:100]
         imgs = sample(gen, g.image.eval_samples, seed)
         return score_stacked(imgs, evaluator, e.confidence, min_count["stacked"]), imgs
 
@@ -176,22 +214,28 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
         extra = [a for a in arms if a not in MAIN_ARMS]
         if extra:
             metrics["ablation"][key] = {m: {a: t[a] for a in extra} for m, t in tables.items()}
-        if bench != "digits":
-            metrics[key]["min_count"] = min_count[key if bench in TOY else "stacked"]
+        metrics[key]["min_count"] = min_count[key if bench in TOY or bench == "digits" else "stacked"]
+    if not trained & set(STACKED):
+        metrics["not_run"] = {"stacked": NOT_RUN, "stacked_full": NOT_RUN}
     metrics["claims"] = claims(per_seed, ceilings, floors, params)
-    seed = published_seed(config)
-    published_runs = [j["seed"] for j in config["jobs"] if (j["bench"], j["arm"]) == PUBLISHED]
-    pub = per_seed[PUBLISHED[0]][PUBLISHED[1]][published_runs.index(seed)]
-    metrics["published"] = {"bench": PUBLISHED[0], "arm": PUBLISHED[1], "seed": seed,
-                            "chosen_by": "the backbone's confident mode count of the reported mee runs",
-                            "modes_covered": pub["modes_covered"], "confident_share": pub["confident_share"]}
+    bench, arm, seed = published_of(config)
+    published_runs = [j["seed"] for j in config["jobs"] if (j["bench"], j["arm"]) == (bench, arm)]
+    pub = per_seed[bench][arm][published_runs.index(seed)]
+    stacked = bench in STACKED
+    metrics["published"] = {"bench": bench, "arm": arm, "seed": seed,
+                            "chosen_by": "the backbone's confident mode count of the reported mee runs"
+                                         + ("" if stacked else " on plain digits"),
+                            "modes_covered": pub["modes_covered"],
+                            "modes": stacked_mode_count(evaluator) if stacked else digit_mode_count(evaluator),
+                            "min_count": min_count["stacked" if stacked else "digits"],
+                            "confident_share": pub["confident_share"]}
     metrics["per_seed"] = {rename.get(b, b): {a: [_flat(s) for s in v] for a, v in arms.items()}
                            for b, arms in per_seed.items()}
     metrics["wall_seconds"] = {rename.get(b, b): {a: round(float(np.mean(v)), 2) for a, v in arms.items()}
                                for b, arms in seconds.items()}
     metrics["tuning"] = {"chosen": config["tuning"]["chosen"], "scores": config["tuning"]["scores"]}
     metrics["train_wall_seconds"] = config["wall_seconds"]
-    metrics["settings"] = {"toy_steps": g.toy.steps, "image_steps": g.image.steps,
+    metrics["settings"] = {"stacked": bool(trained & set(STACKED)), "toy_steps": g.toy.steps, "image_steps": g.image.steps,
                            "toy_seeds": len(g.toy.seeds), "image_seeds": len(g.image.seeds),
                            "stacked_eval_samples": g.image.eval_samples, "digits_samples": n_digits,
                            "confidence": e.confidence, "mode_min_fraction": e.mode_min_fraction}
@@ -271,37 +315,60 @@ def claims(per_seed: dict, ceilings: dict, floors: dict, params: Params) -> dict
 # --- registry -------------------------------------------------------------------------------
 
 
+def _digits_seed(config: dict) -> int | None:
+    """The plain-digit MEE generator a bundle carries: the published run when digits is
+    published, else the first seed; None where no digits mee run was trained."""
+    bench, arm, seed = published_of(config)
+    if (bench, arm) == ("digits", "mee"):
+        return seed
+    if any((j["bench"], j["arm"]) == ("digits", "mee") for j in config["jobs"]):
+        return first_seed(config["jobs"], "digits", "mee")
+    return None
+
+
 def export(params: Params, paths: Paths):
     from embedlab.registry import ModelBundle
 
     model_dir = paths.model_dir(NAME)
     metrics = json.loads(paths.metrics(NAME).read_text())
     config = json.loads((model_dir / "config.json").read_text())
-    seed = metrics["published"]["seed"]
-    gen = load_generator(model_dir, *PUBLISHED, seed)
+    bench, arm, seed = published_of(config)
+    if seed != metrics["published"]["seed"] or bench != metrics["published"]["bench"]:
+        raise RuntimeError("metrics/gan.json's published run is not models/gan/config.json's; run `dvc repro evaluate@gan`")
+    gen = load_generator(model_dir, bench, arm, seed)
     example = torch.randn(4, gen.z_dim, generator=torch.Generator().manual_seed(0)).numpy().astype(np.float32)
-    files = [model_dir / "config.json", model_dir / Job(*PUBLISHED, seed).weights]
-    if any((j["bench"], j["arm"]) == ("digits", "mee") for j in config["jobs"]):
-        files.append(model_dir / Job("digits", "mee", first_seed(config["jobs"], "digits", "mee")).weights)
+    files = [model_dir / "config.json", model_dir / Job(bench, arm, seed).weights]
+    digits_seed = _digits_seed(config)
+    if digits_seed is not None and bench != "digits":
+        files.append(model_dir / Job("digits", "mee", digits_seed).weights)
+    if bench in STACKED:
+        what = "stacked digits with a weakened D"
+        limits = "Generates 3-channel stacks of three 16x16 digits (a mode-collapse benchmark), not natural images"
+    else:
+        what = "plain digits (stacked digits not run: gan.image.stacked is false)"
+        limits = "Generates single-channel 16x16 digits, not natural images"
     return ModelBundle(
         module=gen, input_example=example, primary_metric=PRIMARY_METRIC, metrics=metrics,
         params=params.gan.model_dump(by_alias=True),
-        # The program maps z -> stacked samples; the config and the plain-digits generator ride
-        # along so `load_generator` can rebuild either from a downloaded bundle.
+        # The program maps z -> the published benchmark's samples; the config (and, when stacked
+        # digits are published, the plain-digits generator) ride along so `load_generator` can
+        # rebuild either from a downloaded bundle.
         artifacts=[Path(f) for f in files],
-        description=f"MEE, stacked digits with a weakened D, seed {seed}: {metrics['published']['chosen_by']}",
-        limits="Generates 3-channel stacks of three 16x16 digits (a mode-collapse benchmark), not natural images; "
-               "trained at the pipeline's short step budgets.",
+        description=f"MEE, {what}, seed {seed}: {metrics['published']['chosen_by']}",
+        limits=f"{limits}; trained at the pipeline's short step budgets.",
     )
 
 
 def load_bundle(bundle_dir: Path, device="cpu") -> dict[str, torch.nn.Module]:
     """The published generators from a downloaded `embedlab-gan` bundle (`registry.download_bundle`)
-    or models/gan/: "stacked" -> MEE's stacked-digit generator (the registered program's
-    weights) and, where trained, "digits" -> MEE's plain-digit generator (first seed). Sample
-    with `arms.sample(gen, n, seed)`."""
+    or models/gan/: "stacked" -> MEE's stacked-digit generator (the registered program's weights)
+    when stacked digits were published, and "digits" -> MEE's plain-digit generator (the
+    published run when plain digits were published, else the first seed, where trained).
+    Sample with `arms.sample(gen, n, seed)`."""
     config = json.loads((Path(bundle_dir) / "config.json").read_text())
-    out = {"stacked": load_generator(bundle_dir, *PUBLISHED, published_seed(config), device)}
-    if any((j["bench"], j["arm"]) == ("digits", "mee") for j in config["jobs"]):
-        out["digits"] = load_generator(bundle_dir, "digits", "mee", first_seed(config["jobs"], "digits", "mee"), device)
+    bench, arm, seed = published_of(config)
+    out = {"stacked": load_generator(bundle_dir, bench, arm, seed, device)} if bench in STACKED else {}
+    digits_seed = _digits_seed(config)
+    if digits_seed is not None:
+        out["digits"] = load_generator(bundle_dir, "digits", "mee", digits_seed, device)
     return out

@@ -1,9 +1,10 @@
-"""train@vq: per training seed, the RVQ tokenizer, then the ResGen-style prior and the AR
-baseline on its tokens (evaluate and export: scoring.py).
+"""train@vq: per training seed, the ResGen-style prior and the AR baseline, both on the tokens of
+the one given tokenizer (models/tokenizer, trained once per data set by methods/vq/given.py):
+the claim compares two priors over one tokenizer (evaluate and export: scoring.py).
 
-models/vq/seed<s>/ holds tokenizer.safetensors, resgen.safetensors, ar.safetensors and
-config.json (the constructor arguments of all three), so `parts.load_parts` rebuilds them
-without pickle.
+models/vq/seed<s>/ holds resgen.safetensors, ar.safetensors and config.json (the constructor
+arguments of both priors and of the tokenizer, and the id of the tokenizer weights they were
+trained on), so `parts.load_priors` rebuilds them without pickle.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 import torch
 
 from embedlab.io import load_tensors, save_tensors, save_weights, write_json_atomic
-from embedlab.methods.vq.parts import NAME, PRIMARY_METRIC, build_parts, seed_dir, tokenize_all
+from embedlab.methods.vq.given import load_tokenizer, tokenizer_config
+from embedlab.methods.vq.parts import NAME, PRIMARY_METRIC, build_priors, seed_dir, tokenize_all, tokenizer_dir
 from embedlab.methods.vq.scoring import evaluate, export, load_bundle
 from embedlab.params import Params
 from embedlab.paths import Paths
@@ -27,28 +29,26 @@ needs_evaluator = True
 __all__ = ["name", "primary_metric", "needs_evaluator", "train", "evaluate", "export", "load_bundle"]
 
 
-def _configs(params: Params, meta: dict) -> dict:
-    t, p = params.vq.tokenizer, params.vq.prior
-    num_classes = int(meta["num_classes"])
-    tokenizer = {
-        "image_size": int(meta["image_size"]), "hidden": t.hidden, "latent_dim": t.latent_dim,
-        "downsample": t.downsample, "num_quantizers": t.num_quantizers, "codebook_size": t.codebook_size,
-        "decay": t.decay, "commitment_weight": t.commitment_weight, "threshold_ema_dead_code": t.dead_code_threshold,
-    }
-    positions = (int(meta["image_size"]) // t.downsample) ** 2
-    shared = {"num_positions": positions, "num_classes": num_classes, "width": p.width, "layers": p.layers,
-              "heads": p.heads, "dropout": p.dropout, "class_dropout": p.class_dropout}
+def _configs(params: Params, meta: dict, tokenizer: dict | None = None) -> dict:
+    """Every part's constructor arguments; the priors' shapes come from the tokenizer's config
+    (`tokenizer`: the given one's config.json; None: the one `vq.tokenizer` would train)."""
+    p = params.vq.prior
+    t = tokenizer or tokenizer_config(params.vq.tokenizer, meta["image_size"])
+    positions = (int(t["image_size"]) // t["downsample"]) ** 2
+    shared = {"num_positions": positions, "num_classes": int(meta["num_classes"]), "width": p.width,
+              "layers": p.layers, "heads": p.heads, "dropout": p.dropout, "class_dropout": p.class_dropout}
     return {
-        "tokenizer": tokenizer,
+        "tokenizer": t,
         "resgen": {**shared, "mixtures": p.mixtures},
-        "ar": {**shared, "depth": t.num_quantizers, "codebook_size": t.codebook_size},
+        "ar": {**shared, "depth": t["num_quantizers"], "codebook_size": t["codebook_size"]},
     }
 
 
 def _fit(lit, params: Params, paths: Paths, seed: int, part: str, cfg, monitor: str, mode: str, train, val,
          max_epochs: int | None = None) -> tuple[int, float | None]:
     """One Lightning fit of a part of training seed `seed`: (epochs run, best monitored value)."""
-    from embedlab.training import TensorBatches, load_best_weights, make_trainer
+    from embedlab.batches import TensorBatches
+    from embedlab.training import load_best_weights, make_trainer
 
     trainer, _ = make_trainer(
         params.trainer, name=f"{NAME}-{part}-seed{seed}", max_epochs=max_epochs or cfg.max_epochs, seed=seed,
@@ -62,23 +62,10 @@ def _fit(lit, params: Params, paths: Paths, seed: int, part: str, cfg, monitor: 
     return trainer.current_epoch, None if best is None else round(float(best), 4)
 
 
-def train_tokenizer(params: Params, paths: Paths, config: dict, split: dict, seed: int):
-    """Fit the RVQ tokenizer on the train images, early-stopped on validation PSNR."""
-    from embedlab.methods.vq.tokenizer_training import LitTokenizer
-
-    cfg = params.vq
-    torch.manual_seed(seed)
-    tokenizer, _, _ = build_parts(config)
-    lit = LitTokenizer(tokenizer, cfg.tokenizer, cfg.tokenizer.max_epochs, seed=seed)
-    epochs, best = _fit(lit, params, paths, seed, "tokenizer", cfg.tokenizer, "val_psnr", "max",
-                        (split["train"][0],), (split["val"][0],))
-    return lit.tokenizer.eval(), epochs, best
-
-
 def prior_data(tokenizer, params: Params, split: dict, seed: int):
     """Token sequences for the priors: the train images plus `augment_copies` shifted copies
     (without them both priors overfit within a few epochs), and the validation images."""
-    from embedlab.training import random_shift
+    from embedlab.batches import random_shift
 
     cfg = params.vq
     gen = torch.Generator().manual_seed(seed)
@@ -107,33 +94,8 @@ def _splits(paths: Paths, device) -> tuple[dict, dict]:
     return data.meta, {s: tuple(torch.as_tensor(a, device=device) for a in data.split(s)) for s in ("train", "val")}
 
 
-def fit_tokenizer_job(raw: dict, root: str, seed: int) -> dict:
-    """Phase 1 of a training seed: the tokenizer, then the priors' token sequences (saved)."""
-    from embedlab.params import parse_params
-    from embedlab.training import resolve_device
-
-    params, paths = parse_params(raw), Paths(Path(root))
-    device = resolve_device(params.trainer)
-    meta, split = _splits(paths, device)
-    config = _configs(params, meta)
-    start = time.perf_counter()
-    tokenizer, epochs, best = train_tokenizer(params, paths, config, split, seed)
-    tokenizer = tokenizer.to(device)
-    train_tokens, val_tokens = prior_data(tokenizer, params, split, seed)
-    out = seed_dir(paths, seed)
-    out.mkdir(parents=True, exist_ok=True)
-    save_weights(tokenizer, out / "tokenizer.safetensors")
-    save_tensors({"train": list(train_tokens), "val": list(val_tokens), "codebooks": tokenizer.codebooks},
-                 out / "tokens.safetensors")
-    return {"epochs": epochs, "best_val_psnr": best, "seconds": round(time.perf_counter() - start, 1)}
-
-
-def fit_part_job(raw: dict, root: str, seed: int, part: str) -> dict:
-    return fit_tokenizer_job(raw, root, seed) if part == "tokenizer" else fit_prior_job(raw, root, seed, part)
-
-
 def fit_prior_job(raw: dict, root: str, seed: int, part: str) -> dict:
-    """Phase 2 of a training seed: one prior on that seed's tokens."""
+    """One prior of one training seed, on that seed's tokens (written by `train`)."""
     from embedlab.params import parse_params
     from embedlab.training import resolve_device
 
@@ -142,7 +104,8 @@ def fit_prior_job(raw: dict, root: str, seed: int, part: str) -> dict:
     meta, _ = _splits(paths, "cpu")
     out = seed_dir(paths, seed)
     tokens = load_tensors(out / "tokens.safetensors")
-    _, resgen, ar = build_parts(_configs(params, meta), codebooks=tokens["codebooks"])
+    tok_config = json.loads((tokenizer_dir(paths) / "config.json").read_text())
+    resgen, ar = build_priors(_configs(params, meta, tok_config), codebooks=tokens["codebooks"])
     prior = {"resgen": resgen, "ar": ar}[part].to(device)
     train_tokens = tuple(t.to(device) for t in tokens["train"])
     val_tokens = tuple(t.to(device) for t in tokens["val"])
@@ -155,26 +118,38 @@ def fit_prior_job(raw: dict, root: str, seed: int, part: str) -> dict:
             "tokens_processed": int(epochs) * len(train_tokens[0]) * positions}
 
 
+def write_tokens(tokenizer, params: Params, paths: Paths, split: dict, seed: int) -> None:
+    """A training seed's token sequences (its shifted copies differ by seed), for both priors."""
+    train_tokens, val_tokens = prior_data(tokenizer, params, split, seed)
+    seed_dir(paths, seed).mkdir(parents=True, exist_ok=True)
+    save_tensors({"train": list(train_tokens), "val": list(val_tokens), "codebooks": tokenizer.codebooks},
+                 seed_dir(paths, seed) / "tokens.safetensors")
+
+
 def train(params: Params, paths: Paths) -> None:
-    """Every training seed: tokenizer (phase 1), then both priors on its tokens (phase 2), on
-    `vq.workers` processes of one thread each (in-process on a GPU)."""
+    """Every training seed's two priors over the given tokenizer's tokens (tokenized here, once
+    per seed), on `vq.workers` processes of one thread each (in-process on a GPU)."""
     from tqdm.auto import tqdm
 
+    from embedlab.evaluation.samples import weights_id
     from embedlab.jobs import run_graph
     from embedlab.training import resolve_device
 
     cfg = params.vq
-    meta, _ = _splits(paths, "cpu")
-    config = _configs(params, meta)
-    raw, root = params.model_dump(by_alias=True), str(paths.root)
-    in_process = resolve_device(params.trainer).type != "cpu"
-    # A seed's priors start as soon as its tokenizer (and tokens) exist; the longer AR first.
-    jobs = {f"{part}/{s}": (raw, root, s, part) for s in cfg.seeds for part in ("tokenizer", "ar", "resgen")}
-    after = {f"{part}/{s}": [f"tokenizer/{s}"] for s in cfg.seeds for part in ("ar", "resgen")}
-    bar = tqdm(total=len(jobs), desc="train@vq parts", unit="part", disable=not params.trainer.progress_bar)
+    device = resolve_device(params.trainer)
+    tokenizer, tok_config = load_tokenizer(tokenizer_dir(paths), device)
+    meta, split = _splits(paths, device)
+    config = {**_configs(params, meta, tok_config), "tokenizer_sha256": weights_id(tokenizer)}
     start = time.perf_counter()
+    for s in cfg.seeds:
+        write_tokens(tokenizer, params, paths, split, s)
+    del tokenizer
+    raw, root = params.model_dump(by_alias=True), str(paths.root)
+    # Every (longer) AR prior first, so no worker idles on one at the end.
+    jobs = {f"{part}/{s}": (raw, root, s, part) for part in ("ar", "resgen") for s in cfg.seeds}
+    bar = tqdm(total=len(jobs), desc="train@vq priors", unit="prior", disable=not params.trainer.progress_bar)
     try:
-        results = run_graph(fit_part_job, jobs, after, cfg.workers, in_process, bar)
+        results = run_graph(fit_prior_job, jobs, {}, cfg.workers, device.type != "cpu", bar)
     finally:
         bar.close()
     runs: dict = {str(s): {} for s in cfg.seeds}
@@ -183,8 +158,6 @@ def train(params: Params, paths: Paths) -> None:
         runs[s][part] = result
     for s in cfg.seeds:
         (seed_dir(paths, s) / "tokens.safetensors").unlink()
-        (seed_dir(paths, s) / "config.json").write_text(json.dumps({**config, "training": runs[str(s)]}, indent=2) + "\n")
+        write_json_atomic(seed_dir(paths, s) / "config.json", {**config, "training": runs[str(s)]})
     write_json_atomic(paths.model_dir(NAME) / "train.json", {"seeds": list(cfg.seeds), "runs": runs,
                                                             "wall_seconds": round(time.perf_counter() - start, 1)})
-
-

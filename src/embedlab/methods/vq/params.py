@@ -10,6 +10,9 @@ from embedlab.sections import Section
 
 
 class VQTokenizerParams(Section):
+    """Everything the tokenizer's own stage (methods/vq/given.py) reads: trained once per data set."""
+
+    seed: int = Field(0, ge=0)
     hidden: int = Field(64, ge=8, le=1024)
     latent_dim: int = Field(32, ge=4, le=512)
     downsample: int = Field(4, ge=1, le=16)
@@ -34,8 +37,8 @@ class VQPriorParams(Section):
     class_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     lr: float = Field(1e-3, gt=0.0, le=1.0)
     batch_size: int = Field(128, ge=1, le=65536)
-    max_epochs: int = Field(20, ge=1, le=10_000)  # the ResGen prior
-    ar_max_epochs: int = Field(5, ge=1, le=10_000)  # the AR baseline (8x the tokens per image at D=8)
+    max_epochs: int = Field(8, ge=1, le=10_000)  # the ResGen prior (the paper preset: 20)
+    ar_max_epochs: int = Field(2, ge=1, le=10_000)  # the AR baseline (8x the tokens per image at D=8)
     patience: int = Field(6, ge=1)
     augment_copies: int = Field(4, ge=0, le=64)
     steps: int = Field(8, ge=1, le=1024)
@@ -44,7 +47,7 @@ class VQPriorParams(Section):
 
 
 class VQParams(Section):
-    # Training seeds: each retrains the tokenizer and both priors (what ResGen vs AR compares).
+    # Training seeds: each retrains both priors (what ResGen vs AR compares) over the one tokenizer.
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     workers: int = Field(2, ge=1, le=64)  # CPU processes, one thread each (in-process on a GPU)
     tokenizer: VQTokenizerParams = VQTokenizerParams()

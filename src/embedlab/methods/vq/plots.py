@@ -45,7 +45,7 @@ def write_plots(out: Path, test_x: torch.Tensor, recon: dict[int, torch.Tensor],
         [{"depth": int(k[1:]), "psnr": v["value"], "lo": v["lo"], "hi": v["hi"]} for k, v in metrics["psnr"].items()]
     ).sort_values("depth")
     depth_psnr.to_csv(out / "psnr_vs_depth.csv", index=False)
-    _line_png(depth_psnr, "depth", ["psnr"], out / "psnr_vs_depth.png", "PSNR (dB), test split, mean over seeds",
+    _line_png(depth_psnr, "depth", ["psnr"], out / "psnr_vs_depth.png", "PSNR (dB), test split (the one tokenizer)",
               "Reconstruction vs RVQ depth")
 
     timing = metrics["sampling_seconds"]

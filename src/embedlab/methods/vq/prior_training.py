@@ -5,8 +5,8 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from embedlab.batches import adamw_cosine
 from embedlab.methods.vq.params import VQPriorParams
-from embedlab.training import adamw_cosine
 
 
 class LitPrior(L.LightningModule):

@@ -1,6 +1,7 @@
-"""evaluate@vq: reconstruction PSNR per RVQ depth, codebook use, both priors' samples scored by
-the fixed evaluator beside the real floor at the same N, sampling time per depth, and ResGen's
-claims as paired verdicts over training seeds; export and load_bundle for the registry."""
+"""evaluate@vq: the given tokenizer's reconstruction PSNR per RVQ depth and codebook use (once:
+every seed shares it), both priors' samples per training seed scored by the fixed evaluator
+beside the real floor at the same N, sampling time per depth, and ResGen's claims as paired
+verdicts over training seeds; export and load_bundle for the registry."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ import numpy as np
 import torch
 
 from embedlab.io import write_json_atomic
-from embedlab.methods.vq.parts import NAME, PRIMARY_METRIC, build_parts, load_parts, seed_dir, tokenize_all
+from embedlab.methods.vq.parts import (
+    NAME,
+    PRIMARY_METRIC,
+    build_priors,
+    load_parts,
+    load_priors,
+    seed_dir,
+    tokenize_all,
+    tokenizer_dir,
+)
 from embedlab.params import Params
 from embedlab.paths import Paths
 
@@ -53,7 +63,7 @@ def sampling_seconds(config: dict, cfg, depth: int, n: int) -> dict[str, float]:
     t = config["tokenizer"]
     codebooks = torch.randn(depth, t["codebook_size"], t["latent_dim"])
     sub = {**config, "ar": {**config["ar"], "depth": depth}}
-    _, resgen, ar = build_parts(sub, codebooks=codebooks)
+    resgen, ar = build_priors(sub, codebooks=codebooks)
     labels = torch.arange(n) % config["resgen"]["num_classes"]
     timings = {}
     for kind, prior in (("resgen", resgen.eval()), ("ar", ar.eval())):
@@ -64,9 +74,10 @@ def sampling_seconds(config: dict, cfg, depth: int, n: int) -> dict[str, float]:
 
 
 def published_seed(info: dict) -> int:
-    """The training seed the registry gets: its tokenizer's best validation PSNR (never test)."""
+    """The training seed the registry gets: its ResGen prior's best validation loss (never test;
+    the tokenizer, which every seed shares, cannot choose)."""
     runs = info["runs"]
-    return int(max(runs, key=lambda s: (runs[s]["tokenizer"]["best_val_psnr"] or -1.0, -int(s))))
+    return int(min(runs, key=lambda s: (runs[s]["resgen"]["best_val_loss"] or float("inf"), int(s))))
 
 
 def claims(per_seed: dict, seeds: list[int]) -> dict:
@@ -94,8 +105,9 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
 
     from embedlab.data.prepare import read_prepared
     from embedlab.evaluation.intervals import METHODS, mean_interval, over_seeds, score
-    from embedlab.evaluation.samples import SampleScorer, evaluator_id
+    from embedlab.evaluation.samples import SampleScorer, evaluator_id, weights_id
     from embedlab.evaluation.scores import psnr
+    from embedlab.methods.vq.given import load_tokenizer
     from embedlab.methods.vq.plots import write_plots
 
     cfg, e = params.vq, params.evaluation
@@ -106,52 +118,50 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     k = int(data.meta["num_classes"])
     labels = torch.arange(k).repeat_interleave(cfg.samples_per_class)
     floor = scorer.floor(len(labels), labels, seed=e.seed)
-    per_seed: dict = {"psnr": [], "codebook_usage": [], "resgen": [], "ar": [], "reconstruction": []}
+    # The tokenizer is given: its reconstructions and codebook use are scored once.
+    tokenizer, tok_config = load_tokenizer(tokenizer_dir(paths))
+    tokens = tokenize_all(tokenizer, test_x)
+    depth = tokens.shape[-1]
+    recon = {d: tokenizer.decode_indices(tokens, d) for d in sorted(set(cfg.eval_depths) | {depth})}
+    psnr_by_depth = {f"d{d}": score(*mean_interval(psnr(test_x, r).tolist()), len(test_x), 3) for d, r in recon.items()}
+    usage, perplexity, bits = codebook_stats(tokens, tok_config["codebook_size"])
+    per_seed: dict = {"resgen": [], "ar": []}
     shown = {}
     for seed in tqdm(cfg.seeds, desc="evaluate@vq", unit="seed", disable=not params.trainer.progress_bar):
-        tokenizer, resgen, ar, config = load_parts(seed_dir(paths, seed))
-        tokens = tokenize_all(tokenizer, test_x)
-        depth = tokens.shape[-1]
-        recon = {d: tokenizer.decode_indices(tokens, d) for d in sorted(set(cfg.eval_depths) | {depth})}
-        per_seed["psnr"].append({f"d{d}": score(*mean_interval(psnr(test_x, r).tolist()), len(test_x), 3)
-                                 for d, r in recon.items()})
-        usage, perplexity, bits = codebook_stats(tokens, config["tokenizer"]["codebook_size"])
-        per_seed["codebook_usage"].append(min(usage))
-        per_seed["reconstruction"].append(scorer.score(recon[depth], seed=seed))
+        resgen, ar, config = load_priors(seed_dir(paths, seed), tokenizer)
         torch.manual_seed(seed)
         samples = {kind: sample_images(tokenizer, prior, labels, cfg.prior, kind) for kind, prior in
                    (("resgen", resgen), ("ar", ar))}
         for kind, images in samples.items():
             per_seed[kind].append(scorer.score(images, labels, seed=seed))
-        if not shown:
-            shown = {"recon": recon, "samples": samples, "perplexity": perplexity, "usage": usage, "bits": bits,
-                     "config": config, "positions": tokens.shape[1], "depth": depth}
+        shown = shown or {"samples": samples, "config": config}
 
     def table(metric: str) -> dict:
         out = {kind: over_seeds([r[metric] for r in per_seed[kind]]) for kind in ("resgen", "ar")}
         out["real"] = floor[metric]
         return out
 
-    config, depth = shown["config"], shown["depth"]
+    config = shown["config"]
     timing = {f"d{d}": sampling_seconds(config, cfg.prior, d, cfg.timing_samples) for d in cfg.timing_depths}
     pub_seed = published_seed(info)
-    pub_index = list(cfg.seeds).index(pub_seed)
     metrics = {
         "evaluator": evaluator_id(evaluator),
         "n": len(labels),
-        "psnr": {d: over_seeds([r[d] for r in per_seed["psnr"]]) for d in per_seed["psnr"][0]},
-        "codebook_usage": over_seeds(per_seed["codebook_usage"]),
-        "codebook_usage_per_depth": shown["usage"],
-        "perplexity": {f"d{i + 1}": p for i, p in enumerate(shown["perplexity"])},
-        "bits_per_image": shown["positions"] * depth * math.log2(config["tokenizer"]["codebook_size"]),
-        "bits_per_image_entropy": round(shown["positions"] * sum(shown["bits"]), 1),
-        "fd": {**table("fd"), "reconstruction": over_seeds([r["fd"] for r in per_seed["reconstruction"]])},
+        "tokenizer": {"sha256": weights_id(tokenizer), "weights": "models/tokenizer/tokenizer.safetensors",
+                      **json.loads((tokenizer_dir(paths) / "train.json").read_text())},
+        "psnr": psnr_by_depth,
+        "codebook_usage": min(usage),
+        "codebook_usage_per_depth": usage,
+        "perplexity": {f"d{i + 1}": p for i, p in enumerate(perplexity)},
+        "bits_per_image": tokens.shape[1] * depth * math.log2(tok_config["codebook_size"]),
+        "bits_per_image_entropy": round(tokens.shape[1] * sum(bits), 1),
+        "fd": {**table("fd"), "reconstruction": scorer.score(recon[depth], seed=e.seed)["fd"]},
         "kid": table("kid"),
         "class_accuracy": table("accuracy"),
         "confident_share": {**table("confident_share"), "real_test": scorer.real_test_share()},
         "claims": claims(per_seed, list(cfg.seeds)),
-        "published": {"seed": pub_seed, "chosen_by": "the tokenizer's best validation PSNR",
-                      "psnr": per_seed["psnr"][pub_index][f"d{depth}"]},
+        "published": {"seed": pub_seed, "chosen_by": "the ResGen prior's best validation loss",
+                      "psnr": psnr_by_depth[f"d{depth}"]},
         "training": {s: {part: {k: v for k, v in r.items()} for part, r in run.items()}
                      for s, run in info["runs"].items()},
         "sampling_seconds": {kind: {d: t[kind] for d, t in timing.items()} for kind in ("resgen", "ar")},
@@ -161,7 +171,8 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
         "train_wall_seconds": info["wall_seconds"],
         "per_seed": {kind: [{m: (v["value"] if isinstance(v, dict) else v) for m, v in r.items()}
                             for r in per_seed[kind]] for kind in ("resgen", "ar")},
-        "intervals": {"psnr (per seed: over test images; here over seeds)": METHODS["seeds"],
+        "intervals": {"psnr (the one tokenizer)": "mean over test images with a Student-t 95% interval",
+                      "fd.reconstruction (the one tokenizer)": METHODS["bootstrap"],
                       "per prior (mean over training seeds)": METHODS["seeds"],
                       "real (train images, same class counts)": METHODS["bootstrap"] + "; shares: " + METHODS["wilson"],
                       "claims": METHODS["paired"]},
@@ -171,7 +182,7 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
         times = metrics["sampling_seconds"][kind]
         for lo in sorted(set(cfg.timing_depths) - {hi}):
             times[f"ratio_d{hi}_d{lo}"] = round(times[f"d{hi}"] / times[f"d{lo}"], 3)
-    write_plots(paths.plots(NAME), test_x, shown["recon"], shown["samples"], labels, metrics, k)
+    write_plots(paths.plots(NAME), test_x, recon, shown["samples"], labels, metrics, k)
     write_json_atomic(paths.metrics(NAME), metrics)
     return metrics
 
@@ -202,7 +213,7 @@ def export(params: Params, paths: Paths):
     metrics = json.loads(paths.metrics(NAME).read_text())
     seed = metrics["published"]["seed"]
     folder = seed_dir(paths, seed)
-    tokenizer, _, _, config = load_parts(folder)
+    tokenizer = load_parts(folder, tokenizer_dir=tokenizer_dir(paths))[0]  # checks the priors were fit on it
     data = read_prepared(paths.prepared)
     return ModelBundle(
         module=_Reconstructor(tokenizer).eval(),
@@ -210,9 +221,12 @@ def export(params: Params, paths: Paths):
         primary_metric=PRIMARY_METRIC,
         metrics=metrics,
         params=params.vq.model_dump(),
-        # Encoding, decoding and sampling need all three parts: weights + config ride along.
-        artifacts=[folder / f for f in ("config.json", "tokenizer.safetensors", "resgen.safetensors", "ar.safetensors")],
-        description=f"RVQ tokenizer + ResGen and AR priors, training seed {seed}: {metrics['published']['chosen_by']}",
+        # Encoding, decoding and sampling need all three parts: weights + config ride along (the seed's
+        # config.json holds the tokenizer's constructor arguments too), so the bundle stands alone.
+        artifacts=[folder / "config.json", tokenizer_dir(paths) / "tokenizer.safetensors",
+                   folder / "resgen.safetensors", folder / "ar.safetensors"],
+        description=f"RVQ tokenizer (given, models/tokenizer) + ResGen and AR priors, training seed {seed}: "
+                    f"{metrics['published']['chosen_by']}",
         limits="Trained on the pipeline's images only (16x16 greyscale digits by default). The priors' samples "
                "differ slightly from run to run on the same seed (docs/evaluation.md).",
     )
@@ -220,6 +234,7 @@ def export(params: Params, paths: Paths):
 
 def load_bundle(bundle_dir: Path, device="cpu"):
     """(tokenizer, resgen, ar, config) from a downloaded `embedlab-vq` bundle
-    (`registry.download_bundle`) or a seed folder of models/vq/: encode with
+    (`registry.download_bundle`; a seed folder of models/vq/ needs the tokenizer's folder too:
+    `parts.load_parts(folder, tokenizer_dir=models/tokenizer)`): encode with
     `tokenizer.tokenize`, sample with `sample_images(tokenizer, resgen, labels, prior_cfg, "resgen")`."""
     return load_parts(bundle_dir, device)

@@ -6,10 +6,10 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from embedlab.batches import adamw_cosine, random_shift
 from embedlab.evaluation.scores import psnr
 from embedlab.methods.vq.params import VQTokenizerParams
 from embedlab.methods.vq.tokenizer import RVQTokenizer
-from embedlab.training import adamw_cosine, random_shift
 
 
 class LitTokenizer(L.LightningModule):
