@@ -18,6 +18,22 @@ def worker_init() -> None:
     torch.set_num_threads(1)
 
 
+def fresh(fn: Callable, *args):
+    """fn(*args) from the same global random state, whatever ran before it in this process: a
+    job that draws before seeding itself (a net built before its seed is set) then gets the same
+    numbers in any worker, in any order, pooled or in-process. Without it such a job's draws
+    depended on which jobs its worker had run before, that is on timing: the machine."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    return fn(*args)
+
+
 class Pool:
     """`submit(fn, *args)` -> Future, in `workers` spawned processes or in-process."""
 
@@ -31,9 +47,9 @@ class Pool:
 
     def submit(self, fn: Callable, *args) -> Future:
         if self.executor is not None:
-            return self.executor.submit(fn, *args)
+            return self.executor.submit(fresh, fn, *args)
         done: Future = Future()
-        done.set_result(fn(*args))
+        done.set_result(fresh(fn, *args))
         return done
 
     def close(self) -> None:

@@ -105,6 +105,7 @@ def fit_prior_job(raw: dict, root: str, seed: int, part: str) -> dict:
     out = seed_dir(paths, seed)
     tokens = load_tensors(out / "tokens.safetensors")
     tok_config = json.loads((tokenizer_dir(paths) / "config.json").read_text())
+    torch.manual_seed(seed)  # the priors' initial weights: this seed's, not the worker's history
     resgen, ar = build_priors(_configs(params, meta, tok_config), codebooks=tokens["codebooks"])
     prior = {"resgen": resgen, "ar": ar}[part].to(device)
     train_tokens = tuple(t.to(device) for t in tokens["train"])
