@@ -269,10 +269,12 @@ def test_a_teammate_pulls_from_a_remote_and_a_pull_request_reruns_only_what_it_c
 
 
 def flat(tree, prefix: str = "") -> dict:
-    if not isinstance(tree, dict):
+    """{"a.b.0.c": leaf}: dicts and lists flattened, as `dvc metrics diff` names the leaves."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else None
+    if items is None:
         return {prefix: tree}
     out: dict = {}
-    for key, value in tree.items():
+    for key, value in items:
         out.update(flat(value, f"{prefix}.{key}" if prefix else str(key)))
     return out
 
