@@ -15,7 +15,7 @@ class DiffusionPPAPParams(Section):
     rank: int = Field(4, ge=1, le=1024)
     alpha: float = Field(8.0, gt=0.0, le=1e4)
     lr: float = Field(5e-3, gt=0.0, le=10.0)  # the reference: 1e-3 left experts for t >= 400 untrained
-    steps: int = Field(200, ge=1, le=10_000_000)  # per expert (the paper preset: 600)
+    steps: int = Field(600, ge=1, le=10_000_000)  # per expert
     batch_size: int = Field(128, ge=1, le=65536)
     kd_samples: int = Field(1024, ge=1, le=10_000_000)  # unlabelled DDPM samples, shared by the experts
     tau: float = Field(0.25, gt=0.0, le=100.0)

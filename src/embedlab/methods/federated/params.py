@@ -78,7 +78,7 @@ class TuningParams(Section):
 class FedFeatureShiftParams(FedTrainParams):
     local_steps: int = Field(20, ge=1, le=100_000)  # the released FRAug's 20 iterations per round
     samples_per_client: int = Field(30, ge=1)
-    sizes: list[int] = Field(default_factory=lambda: [30, 100], min_length=1)  # the paper preset adds 10
+    sizes: list[int] = Field(default_factory=lambda: [30], min_length=1)  # the paper preset: [10, 30, 100]
     width: int = Field(8, ge=1, le=1024)
     embedding_dim: int = Field(64, ge=2, le=4096)
     algorithms: list[Literal["local", "fedavg", "fedprox", "fedbn", "fraug"]] = Field(

@@ -95,7 +95,7 @@ class GANImageParams(Section):
     stacked: bool = False
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     arms: list[GANArm] = Field(default_factory=lambda: list(ALL_GAN_ARMS), min_length=1)  # weakened-D stacked
-    compare_arms: list[GANArm] = Field(default_factory=lambda: ["dcgan", "maf", "mee"], min_length=1)  # full D, digits
+    compare_arms: list[GANArm] = Field(default_factory=lambda: ["dcgan", "mee"], min_length=1)  # full D, digits
     full_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)  # full-capacity stacked (a reference)
     selection_seed: int = Field(100, ge=0)  # the sigma sweep's run: not one of the reported seeds
     steps: int = Field(2000, ge=1, le=10_000_000)

@@ -29,7 +29,7 @@ class VQTokenizerParams(Section):
 
 
 class VQPriorParams(Section):
-    width: int = Field(128, ge=8, le=4096)
+    width: int = Field(64, ge=8, le=4096)  # the paper preset: 128
     layers: int = Field(4, ge=1, le=64)
     heads: int = Field(4, ge=1, le=64)
     mixtures: int = Field(8, ge=1, le=256)
@@ -37,7 +37,7 @@ class VQPriorParams(Section):
     class_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     lr: float = Field(1e-3, gt=0.0, le=1.0)
     batch_size: int = Field(128, ge=1, le=65536)
-    max_epochs: int = Field(8, ge=1, le=10_000)  # the ResGen prior (the paper preset: 20)
+    max_epochs: int = Field(16, ge=1, le=10_000)  # the ResGen prior (the paper preset: 20)
     ar_max_epochs: int = Field(2, ge=1, le=10_000)  # the AR baseline (8x the tokens per image at D=8)
     patience: int = Field(6, ge=1)
     augment_copies: int = Field(4, ge=0, le=64)
@@ -55,7 +55,7 @@ class VQParams(Section):
     eval_depths: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
     samples_per_class: int = Field(100, ge=2, le=100_000)
     timing_depths: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
-    timing_samples: int = Field(1000, ge=1, le=1_000_000)
+    timing_samples: int = Field(200, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
     def _depths_within_rvq(self):
