@@ -54,7 +54,7 @@ class TripleGenerator(nn.Module):
 
 
 def test_planned_jobs_cover_every_benchmark_with_distinct_files_and_take_the_tuned_values():
-    params = parse_params({"gan": {"image": {"stacked": True}}})  # the paper preset's benchmarks
+    params = parse_params({"gan": {"image": {"stacked": True, "compare_arms": ["dcgan", "maf", "mee"]}}})  # the paper preset
     jobs = planned_jobs(params)
     g = params.gan
     expected = (2 * len(g.toy.arms) * len(g.toy.seeds) + len(g.image.arms) * len(g.image.seeds)

@@ -79,7 +79,7 @@ def test_the_stacked_switch_decides_every_stacked_run(evaluated):
         assert not any("stacked" in k for k in metrics["claims"]) and not metrics["settings"]["stacked"]
         assert not list(paths.plots("gan").glob("*stacked*"))
     # either way: the digits modes beside the real ceiling and the untrained floor, and the plots
-    assert set(metrics["digits"]["modes_covered"]) == {"dcgan", "maf", "mee", "real", "untrained"}
+    assert set(metrics["digits"]["modes_covered"]) == set(params.gan.image.compare_arms) | {"real", "untrained"}
     assert metrics["digits"]["min_count"] >= 1 and metrics["digits"]["modes_covered"]["real"] <= 10
     for picture in ("scatter_ring.png", "samples_digits_mee.png", "losses.png", "modes_covered.png"):
         assert (paths.plots("gan") / picture).stat().st_size > 0, picture
