@@ -332,16 +332,17 @@ def section(text: str, title: str) -> str:
 
 
 def test_report_shows_param_change_and_its_metrics(pipeline_run):
-    """`embedlab report` on a real two-commit history: a param change shows up with its effect."""
+    """`embedlab report` on a real two-commit history: a param change shows up with its effect.
+    The change is one method's budget (gan.toy.steps), so only that method reruns."""
     repo = pipeline_run.repo
     base = commit(repo, "the run the branch starts from")   # dvc.lock, metrics/, plots/, dvclive/
 
     run(["git", "checkout", "-qb", "longer-training"], repo)
-    set_params(repo, {"evaluator": {"max_epochs": 3}})
+    set_params(repo, {"gan": {"toy": {"steps": 8}}})
     second = run(["dvc", "repro"], repo)
-    assert "Running stage 'reference@evaluator'" in second.stdout
-    assert "Running stage 'prepare'" not in second.stdout
-    commit(repo, "evaluator: 3 epochs")
+    reran = set(re.findall(r"Running stage '([^']+)'", second.stdout))
+    assert reran == {"train@gan", "evaluate@gan", "publish@gan"}, reran
+    commit(repo, "gan: 8 toy steps")
 
     out = run(["embedlab", "report", "--base", base], repo)
     assert "reports/pr.md" in out.stdout
@@ -350,22 +351,25 @@ def test_report_shows_param_change_and_its_metrics(pipeline_run):
     assert f"## embedlab report vs `{base[:12]}`" in text
     params = section(text, "Params")
     assert f"| {base[:12]} " in params   # the base heads its column
-    assert re.search(r"\|\s*evaluator\.max_epochs\s*\|\s*2\s*\|\s*3\s*\|", params), text
+    assert re.search(r"\|\s*gan\.toy\.steps\s*\|\s*4\s*\|\s*8\s*\|", params), text
 
     # At least one metric row with old, new and change, and the change is new - old.
+    metrics_md = section(text, "Metrics")
     rows = re.findall(rf"\|\s*metrics/\w+\.json\s*\|\s*(\S+)\s*\|\s*({NUMBER})\s*\|\s*({NUMBER})\s*\|\s*({NUMBER})\s*\|",
-                      section(text, "Metrics"))
+                      metrics_md)
     assert rows, text
     for _, old, new, change in rows:
         assert float(new) - float(old) == pytest.approx(float(change), abs=1e-4)
+    assert "seconds" not in metrics_md and "host." not in metrics_md   # timings have their own section
+    assert "wall_seconds" in section(text, "Timings and traces")
 
-    # The second publish of the evaluator met the first as the champion to beat.
+    # The second publish of the GAN met the first as the champion to beat.
     registry = section(text, "Registry decisions")
-    assert re.search(r"\| embedlab-evaluator \| v2 \| \*\*(champion|challenger)\*\* \| test_accuracy \| "
+    assert re.search(r"\| embedlab-gan \| v2 \| \*\*(champion|challenger)\*\* \| published\.modes_covered \| "
                      rf"{NUMBER} \| {NUMBER} \|", registry), registry
 
     pictures = section(text, "Pictures")
-    assert re.search(r"!\[plots/evaluator/\w+\.png\]\(\.\./plots/evaluator/\w+\.png\)", pictures), pictures
+    assert re.search(r"!\[plots/gan/scatter_ring\.png\]\(\.\./plots/gan/scatter_ring\.png\)", pictures), pictures
     assert "label_histograms" not in pictures   # partition did not rerun
     assert (repo / "reports/pr_plots/index.html").exists()
 

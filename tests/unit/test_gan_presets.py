@@ -122,12 +122,14 @@ def test_the_published_generator_is_the_backbones_choice_of_the_benchmark_that_r
 def test_planned_and_tuning_runs_follow_the_stacked_switch(stacked):
     from embedlab.methods.gan.method import planned_jobs, selection_jobs
 
-    params = parse_params({"gan": {"image": {"stacked": stacked}}})
+    # the CPU default, and the paper preset's GAN (params/paper.yaml)
+    image = {"stacked": True, "compare_arms": ["dcgan", "maf", "mee"]} if stacked else {}
+    params = parse_params({"gan": {"image": image}})
     g = params.gan
     jobs = planned_jobs(params)
     stacked_runs = len(g.image.arms) * len(g.image.seeds) + len(g.image.compare_arms) * len(g.image.full_seeds)
     assert len(jobs) == 2 * len(g.toy.arms) * len(g.toy.seeds) + len(g.image.compare_arms) * len(g.image.seeds) \
         + (stacked_runs if stacked else 0)
-    assert len(jobs) == (77 if stacked else 59)
+    assert len(jobs) == (77 if stacked else 56)
     assert {j.bench for j in selection_jobs(params)} == ({"ring", "grid", "stacked_weak"} if stacked else {"ring", "grid"})
     assert Params().gan.image.stacked is False  # the CPU default; the paper preset turns it on
