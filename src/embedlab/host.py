@@ -11,26 +11,23 @@ import platform
 from embedlab.numerics import PINS, native
 
 
-def _cpu_model() -> str:
+def _cpuinfo() -> dict[str, str]:
+    """The first value of each field of /proc/cpuinfo (empty where there is none)."""
+    fields: dict[str, str] = {}
     try:
         for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, sep, value = line.partition(":")
+            if sep:
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return fields
 
 
-def _cpu_flags() -> list[str]:
+def _cpu_flags(flags: str) -> list[str]:
     wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return [flag for flag in wanted if flag in have]
-    except OSError:
-        pass
-    return []
+    have = set(flags.split())
+    return [flag for flag in wanted if flag in have]
 
 
 def host() -> dict:
@@ -39,12 +36,13 @@ def host() -> dict:
     import numpy
     import torch
 
+    cpu = _cpuinfo()
     mkl = "absent"
     if torch.backends.mkl.is_available():
         mkl = str(getattr(torch.backends.mkl, "get_version_string", lambda: "present")())
     return {
-        "cpu": _cpu_model(),
-        "cpu_flags": " ".join(_cpu_flags()),
+        "cpu": cpu.get("model name") or platform.processor() or platform.machine(),
+        "cpu_flags": " ".join(_cpu_flags(cpu.get("flags", ""))),
         "machine": platform.machine(),
         "cpu_count": str(os.cpu_count()),
         "python": platform.python_version(),

@@ -18,27 +18,22 @@ import yaml
 from embedlab.params import ParamsError, parse_params
 
 
-def _merge(base: dict, override: dict, where: str = "") -> dict:
-    merged = dict(base)
+def _apply(node, override: dict, where: str = "") -> None:
+    """Write the overrides into ruamel's round-trip tree (so comments survive); a key the tree
+    lacks names itself."""
     for key, value in override.items():
         name = f"{where}.{key}" if where else str(key)
-        if key not in base:
+        if key not in node:
             raise ParamsError(f"preset key {name!r} is not a key of params.yaml")
-        merged[key] = _merge(base[key], value, name) if isinstance(value, dict) and isinstance(base[key], dict) else value
-    return merged
-
-
-def _apply(node, override: dict) -> None:
-    """Write the overrides into ruamel's round-trip tree (so comments survive)."""
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(node.get(key), dict):
-            _apply(node[key], value)
+        if isinstance(value, dict) and isinstance(node[key], dict):
+            _apply(node[key], value, name)
         else:
             node[key] = value
 
 
 def apply_preset(preset: Path, params_file: Path = Path("params.yaml")) -> dict:
-    """Merge `preset` onto `params_file`; returns the overrides applied."""
+    """Merge `preset` onto `params_file`; returns the overrides applied. Nothing is written
+    unless the merged params validate."""
     from ruamel.yaml import YAML
 
     if not preset.exists():
@@ -46,13 +41,13 @@ def apply_preset(preset: Path, params_file: Path = Path("params.yaml")) -> dict:
     override = yaml.safe_load(preset.read_text()) or {}
     if not isinstance(override, dict):
         raise ParamsError(f"{preset}: a preset is a mapping of params.yaml sections")
-    base = yaml.safe_load(params_file.read_text())
-    parse_params(_merge(base, override), origin=f"{params_file} + {preset}")  # raises, naming the key
     rt = YAML()
     rt.preserve_quotes = True
     tree = rt.load(params_file.read_text())
     _apply(tree, override)
     out = io.StringIO()
     rt.dump(tree, out)
-    params_file.write_text(out.getvalue())
+    text = out.getvalue()
+    parse_params(yaml.safe_load(text), origin=f"{params_file} + {preset}")  # raises, naming the key
+    params_file.write_text(text)
     return override
