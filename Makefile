@@ -7,7 +7,8 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.embedlab-installed
 PYTEST_ARGS ?=
-# Test processes (pytest-xdist; whole files per process, so a module's fixture starts once).
+# Test processes (pytest-xdist; whole files per process, so a module's fixture starts once,
+# in the order tests/conftest.py gives them: the shared tiny pipeline first).
 TEST_WORKERS ?= 2
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -77,7 +78,7 @@ gpu-wheels:
 
 # Lint first (seconds), then the Flower test, so the main suite's summary is the closing line.
 test: setup lint test-flower
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)

@@ -47,3 +47,22 @@ def digits_prepared(digits_raw):
 def write_npz(path, **arrays) -> str:
     np.savez(path, **arrays)
     return f"npz:{path}"
+
+
+# The order test files are handed to xdist workers (`make test` runs `--dist loadfile
+# --no-loadscope-reorder`): the module that builds the shared tiny pipeline first, the Prefect
+# server's next, and last the modules that clone the pipeline, so that by the time a worker
+# reaches them the pipeline is built and neither worker waits for the other.
+FIRST = ("tests/integration/test_pipeline.py", "tests/integration/test_prefect.py")
+LAST = ("tests/integration/test_add_a_method.py", "tests/integration/test_pipeline_team.py",
+        "tests/integration/test_pipeline_rerun.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        path = item.nodeid.split("::")[0]
+        if path in FIRST:
+            return FIRST.index(path)
+        return len(FIRST) + 1 + LAST.index(path) if path in LAST else len(FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file is kept

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -93,6 +95,43 @@ def copy_repo(dest: Path) -> Path:
 @pytest.fixture
 def repo_copy(tmp_path) -> Path:
     return copy_repo(tmp_path / "repo")
+
+
+def _session_root(tmp_path_factory) -> Path:
+    """A folder every pytest-xdist worker of this run shares (each worker's basetemp is one
+    level below it); the basetemp itself without xdist."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> SimpleNamespace:
+    """One `dvc repro` of the whole DAG on the tiny params, made once per test run whatever the
+    number of xdist workers: the first worker that asks builds it under a file lock, any other
+    waits for it (the pytest-xdist documentation's pattern for session data). After the run it
+    is committed ("baseline run"), given a DVC remote (`team`, a local folder) that it pushes
+    to, and cloned bare into `origin`.
+
+    `repo` is the run itself: only tests/integration/test_pipeline.py works in it (one module,
+    one worker). Every other module clones `origin` and pulls from the remote, as a teammate
+    would, so none of them sees another's changes."""
+    from filelock import FileLock
+
+    root = _session_root(tmp_path_factory) / "tiny-pipeline"
+    done = root / "built.json"
+    with FileLock(f"{root}.lock"):
+        if not done.exists():
+            repo = copy_repo(root / "repo")
+            first = run(["dvc", "repro"], repo)
+            commit(repo, "baseline run")
+            run(["dvc", "remote", "add", "-d", "team", str(root / "remote")], repo)
+            base = commit(repo, "the team's remote")
+            run(["dvc", "push"], repo)
+            run(["git", "clone", "-q", "--bare", str(repo), str(root / "origin.git")], root)
+            done.write_text(json.dumps({"first": first.stdout, "base": base}))
+    built = json.loads(done.read_text())
+    return SimpleNamespace(repo=root / "repo", origin=root / "origin.git", remote=root / "remote",
+                           first=built["first"], base=built["base"])
 
 
 def commit(repo: Path, message: str) -> str:

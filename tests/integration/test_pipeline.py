@@ -1,9 +1,10 @@
-"""The whole DAG through real `dvc repro` on tiny params, and the gate stopping bad data.
+"""The whole DAG through real `dvc repro` on tiny params.
 
-One tiny run of the DAG (`pipeline_run`, a module fixture) serves the tests that start from a
-finished pipeline, in this order: what the run made, then a teammate's round trip through a DVC
-remote and a pull request's rerun, then `embedlab report` on a param change. Each would
-otherwise start with its own `dvc repro` of the whole DAG (minutes each on 2 cores).
+One tiny run of the DAG (`tiny_pipeline`, a session fixture in conftest.py, built once for all
+xdist workers) serves every test that starts from a finished pipeline. This module works in the
+run itself, in this order: what the run made, which edits make which stages stale, then
+`embedlab report` on a param change. test_pipeline_team.py and test_pipeline_rerun.py clone it
+(a teammate, a pull request, a second training); test_gate_and_data.py needs no run.
 """
 
 import json
@@ -14,7 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from .conftest import commit, copy_repo, run, set_params
+from .conftest import commit, run, set_params
 
 pytestmark = pytest.mark.slow
 
@@ -33,11 +34,9 @@ NUMBER = r"-?\d+(?:\.\d+)?(?:e-?\d+)?"
 
 
 @pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory) -> SimpleNamespace:
-    """A repository copy after one `dvc repro` of the whole DAG, committed as "baseline run"."""
-    repo = copy_repo(tmp_path_factory.mktemp("pipeline") / "repo")
-    first = run(["dvc", "repro"], repo)
-    return SimpleNamespace(repo=repo, first=first.stdout, base=commit(repo, "baseline run"))
+def pipeline_run(tiny_pipeline) -> SimpleNamespace:
+    """The tiny run itself (committed, with the team remote): this module's to change."""
+    return tiny_pipeline
 
 
 def test_dvc_repro_end_to_end_then_nothing_reruns(pipeline_run, tmp_path, monkeypatch):
@@ -254,79 +253,6 @@ def test_harness_plumbing_reruns_nothing_and_a_method_change_reruns_that_method_
     assert stale_stages(repo) == set()
 
 
-def test_a_teammate_pulls_from_a_remote_and_a_pull_request_reruns_only_what_it_changed(pipeline_run):
-    repo_copy = pipeline_run.repo
-    # A teammate's round trip through a DVC remote (README, "Sharing results: a DVC remote"):
-    # push, a fresh clone pulls, and nothing reruns there. The registry is this machine's
-    # (mlflow.db is not in git): the clone gets the receipts, not the registrations.
-    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
-    remote, clone = repo_copy.parent / "remote", repo_copy.parent / "teammate"
-    run(["dvc", "remote", "add", "-d", "team", str(remote)], repo_copy)
-    run(git + ["add", "-A"], repo_copy)
-    run(git + ["commit", "-qm", "a run, and the team's remote"], repo_copy)
-    run(["dvc", "push"], repo_copy)
-    run(["git", "clone", "-q", str(repo_copy), str(clone)], repo_copy.parent)
-    run(["dvc", "pull"], clone)
-    assert (clone / "models/gan/config.json").exists() and (clone / "registry/gan.json").exists()
-    pulled = run(["dvc", "repro"], clone)
-    assert "Running stage" not in pulled.stdout
-    assert "up to date" in run(["dvc", "status"], clone).stdout
-    assert not (clone / "mlflow.db").exists()
-
-    # A pull request, as .github/workflows/pr-report.yml runs it with a remote configured:
-    # `dvc pull --allow-missing`, then `dvc exp run`, on a fresh clone reruns only the stages whose params
-    # the PR changed (here the registry gate's: the publish stages), and fetches what they read
-    # (the trained models) from the remote instead of retraining.
-    pr = repo_copy.parent / "pull-request"
-    run(["git", "clone", "-q", str(repo_copy), str(pr)], repo_copy.parent)
-    set_params(pr, {"registry": {"min_delta": 0.001}})
-    workflow = (Path(__file__).resolve().parents[2] / ".github/workflows/pr-report.yml").read_text()
-    assert "dvc pull --allow-missing" in workflow and "dvc exp run\n" in workflow
-    for key, value in (("user.email", "t@t"), ("user.name", "t")):  # `dvc exp run` commits the experiment
-        run(["git", "config", key, value], pr)
-    run(["dvc", "pull", "--allow-missing"], pr)
-    exp = run(["dvc", "exp", "run"], pr)
-    reran = re.findall(r"Running stage '([^']+)'", exp.stdout)
-    assert sorted(reran) == sorted(f"publish@{m}" for m in MODELS), exp.stdout[-3000:]
-    assert (pr / "models/gan/config.json").exists()  # publish@gan's input came from the remote
-    assert json.loads((pr / "registry/gan.json").read_text())["version"] == 1  # the PR runner's own registry
-
-
-def flat(tree, prefix: str = "") -> dict:
-    """{"a.b.0.c": leaf}: dicts and lists flattened, as `dvc metrics diff` names the leaves."""
-    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else None
-    if items is None:
-        return {prefix: tree}
-    out: dict = {}
-    for key, value in items:
-        out.update(flat(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
-def test_each_method_trained_again_in_one_process_gives_the_same_metrics(pipeline_run):
-    """Seeded runs are reproducible whatever the worker count: every method retrained in this
-    process (workers: 1, where the run above used 2 spawned workers) scores exactly the same,
-    wall times and the host record aside (embedlab.numerics pins the kernels and the threads)."""
-    from embedlab.report import is_timing
-
-    repo_copy = pipeline_run.repo
-    again = repo_copy.parent / "one-worker"
-    run(["git", "clone", "-q", str(repo_copy), str(again)], repo_copy.parent)
-    run(["dvc", "pull"], again)  # the team remote of the test above: the inputs, not retrained
-    methods = ("vq", "gan", "federated", "diffusion")
-    set_params(again, {m: {"workers": 1} for m in methods})
-    out = run(["dvc", "repro", "-s"] + [f"{stage}@{m}" for m in methods for stage in ("train", "evaluate")], again)
-    for m in methods:
-        assert f"Running stage 'train@{m}'" in out.stdout, m
-        before = flat(json.loads((repo_copy / f"metrics/{m}.json").read_text()))
-        after = flat(json.loads((again / f"metrics/{m}.json").read_text()))
-        kept = {k for k in before if not is_timing(f"metrics/{m}.json", k)}
-        assert kept == {k for k in after if not is_timing(f"metrics/{m}.json", k)}, m
-        differ = {k: (before[k], after[k]) for k in kept if before[k] != after[k]}
-        assert not differ, f"{m}: {len(differ)} of {len(kept)} values differ, e.g. {list(differ.items())[:5]}"
-        assert before["host.evaluate.pins"] == after["host.evaluate.pins"] != "native"
-
-
 def section(text: str, title: str) -> str:
     return text.split(f"### {title}\n", 1)[1].split("\n### ", 1)[0]
 
@@ -372,55 +298,3 @@ def test_report_shows_param_change_and_its_metrics(pipeline_run):
     assert re.search(r"!\[plots/gan/scatter_ring\.png\]\(\.\./plots/gan/scatter_ring\.png\)", pictures), pictures
     assert "label_histograms" not in pictures   # partition did not rerun
     assert (repo / "reports/pr_plots/index.html").exists()
-
-
-def test_bad_data_stops_at_validate_and_nothing_downstream_runs(repo_copy):
-    from embedlab.data.sources import load_digits_source
-
-    raw = load_digits_source()
-    images = np.stack(raw.images)
-    images[7, 2, 3] = np.nan
-    np.savez(repo_copy / "data/raw/bad.npz", images=images, labels=raw.labels)
-    run(["dvc", "add", "data/raw/bad.npz"], repo_copy)  # the documented way (data/raw/README.md)
-    set_params(repo_copy, {"data": {"source": "npz:data/raw/bad.npz", "pixel_range": [0.0, 16.0]}})
-
-    committed = {p: p.read_text() for p in repo_copy.glob("metrics/*.json")}
-    weights = {p: p.read_bytes() for p in repo_copy.glob("models/*/model.safetensors")}  # the committed references
-    out = run(["dvc", "repro"], repo_copy, check=False)
-    assert out.returncode != 0
-    message = out.stdout + out.stderr
-    assert "NaN" in message or "nan" in message
-    assert "bad-000007" in message  # the offending sample is named
-    for never in ("registry/evaluator.json", "mlflow.db", "data/partitions", "reports/partition", "models/vq"):
-        assert not (repo_copy / never).exists(), never
-    assert weights and {p: p.read_bytes() for p in weights} == weights  # the fixed networks untouched
-    # Metrics a clone carries are untouched: nothing was evaluated.
-    assert {p: p.read_text() for p in committed} == committed
-    summary = json.loads((repo_copy / "reports/validation/summary.json").read_text())
-    assert summary["success"] is False
-
-
-def test_own_data_is_versioned_one_changed_byte_reruns_prepare(repo_copy):
-    """data/raw under `dvc add` is a dependency of prepare: DVC sees a one-byte change."""
-    from embedlab.data.sources import load_digits_source
-
-    raw = load_digits_source()
-    images = np.stack(raw.images).astype(np.uint8)
-    np.savez(repo_copy / "data/raw/mine.npz", images=images, labels=raw.labels)
-    run(["dvc", "add", "data/raw/mine.npz"], repo_copy)
-    tracked = (repo_copy / "data/raw/mine.npz.dvc").read_text()
-    set_params(repo_copy, {"data": {"source": "npz:data/raw/mine.npz", "pixel_range": [0.0, 16.0]}})
-    assert "Running stage 'prepare'" in run(["dvc", "repro", "prepare"], repo_copy).stdout
-    assert "up to date" in run(["dvc", "status", "prepare"], repo_copy).stdout
-    first = np.load(repo_copy / "data/prepared/images.npy")
-
-    images[0, 3, 3] ^= 1  # one bit of one pixel of one image
-    np.savez(repo_copy / "data/raw/mine.npz", images=images, labels=raw.labels)
-    status = run(["dvc", "status", "prepare"], repo_copy).stdout
-    assert re.search(r"prepare:\s+changed deps:\s+modified:\s+data/raw", status), status
-    again = run(["dvc", "repro", "prepare"], repo_copy).stdout
-    assert "Running stage 'prepare'" in again
-    second = np.load(repo_copy / "data/prepared/images.npy")
-    assert (first != second).sum() >= 1 and np.array_equal(np.delete(first, 0, 0), np.delete(second, 0, 0))
-    # repro also re-records the data's hash: committing mine.npz.dvc versions the new bytes
-    assert (repo_copy / "data/raw/mine.npz.dvc").read_text() != tracked

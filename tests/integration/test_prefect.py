@@ -95,11 +95,15 @@ def artifacts_of(server: dict, flow_run_id) -> dict[str, object]:
 
 
 def test_nightly_deployment_runs_the_pipeline_through_a_worker(prefect_server, repo_copy):
-    # As an operator following Prefect's docs: `prefect deploy --all` from the repository root,
-    # nothing set; the worker starts in another folder.
+    """As an operator following Prefect's docs: `prefect deploy --all` from the repository root,
+    nothing set; the worker starts in another folder. The run is the nightly deployment's flow
+    with its `target` parameter set to the registry's first model (prepare, the gate, the two
+    reference networks, evaluate and publish: six stages as tasks); the whole DAG is
+    test_pipeline.py's `dvc repro`, and the flow's stage order is test_orchestration's."""
     prefect(["work-pool", "create", "embedlab", "--type", "process"], prefect_server, repo_copy)
     prefect(["--no-prompt", "deploy", "--all"], prefect_server, repo_copy)
-    started = prefect(["deployment", "run", "pipeline/nightly-retrain"], prefect_server, repo_copy)
+    started = prefect(["deployment", "run", "pipeline/nightly-retrain", "--param", "target=publish@evaluator"],
+                      prefect_server, repo_copy)
     flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", started).group(1)
     elsewhere = repo_copy.parent / "worker-home"
     elsewhere.mkdir()
@@ -119,8 +123,19 @@ def test_nightly_deployment_runs_the_pipeline_through_a_worker(prefect_server, r
         {"prefect.deployments.steps.set_working_directory": {"directory": str(repo_copy.resolve())}}]
     assert "root" not in deployment.parameters
 
+    assert run.parameters["target"] == "publish@evaluator"
+    with client(prefect_server) as c:
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+        tasks = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    ran = {t.name for t in tasks if t.name.startswith(("prepare", "validate", "reference@", "evaluate@", "publish@",
+                                                       "train@", "pretrain"))}
+    assert ran == {"prepare", "validate", "reference@evaluator", "reference@backbone", "evaluate@evaluator",
+                   "publish@evaluator"}, ran
+    assert all(t.state.is_completed() for t in tasks)
+
     artifacts = artifacts_of(prefect_server, run.id)
-    assert {"validation-summary", "metrics-evaluator", "metrics-backbone", "registry-evaluator"} <= set(artifacts)
+    assert {"validation-summary", "metrics-evaluator", "registry-evaluator"} <= set(artifacts)
     assert "passed" in artifacts["validation-summary"].data.lower()
     assert "champion" in artifacts["registry-evaluator"].data
     receipt = json.loads((repo_copy / "registry/evaluator.json").read_text())
