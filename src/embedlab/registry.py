@@ -68,6 +68,10 @@ class ModelBundle:
     # The model card's last two sections: what the model is for, and where it stops.
     intended_use: str = ""
     limits: str = ""
+    # A floor on what a user gets (e.g. the evaluator's confident share of a generator's samples
+    # well above an untrained generator's): {"description", "value", "threshold", "met"}. A
+    # version below it is registered, with the reason, but never becomes champion.
+    quality: dict | None = None
 
 
 class RegistryError(RuntimeError):
@@ -286,6 +290,9 @@ def model_card(name: str, bundle: ModelBundle, lineage: dict, value: float, inte
              f"(`get_model(\"{name}\").load_bundle(registry.download_bundle(...))`)",
              f"- gated on `{bundle.primary_metric}` = {value:.6g}{ci} "
              f"({'higher' if bundle.higher_is_better else 'lower'} is better); alias at publish: `{alias}`",
+             *([f"- quality floor: {bundle.quality['description']}: {bundle.quality['value']} against "
+                f"{bundle.quality['threshold']}, **{'met' if bundle.quality['met'] else 'not met: never champion'}**"]
+               if bundle.quality is not None else []),
              f"- git commit `{lineage['git_commit']}`", "",
              "## Data",
              f"- data hash `{lineage['data_hash']}` ({lineage['data_hash_source']})", ""]
@@ -359,6 +366,8 @@ def publish(name: str, bundle: ModelBundle, params: Params, paths: Paths) -> dic
     # measured the way the pipeline now measures, takes over.
     alias = gate(value, champion_value, bundle.higher_is_better, params.registry.min_delta,
                  interval if params.registry.gate_on_interval else None)
+    if bundle.quality is not None and not bundle.quality["met"]:
+        alias = CHALLENGER  # below the quality floor: registered, never champion
 
     module, example = _export_ready(bundle)
     experiment_id = _experiment_id(client, params.registry.experiment, uri)
@@ -401,6 +410,8 @@ def publish(name: str, bundle: ModelBundle, params: Params, paths: Paths) -> dic
         "tracking_uri": uri, "git_commit": commit, "data_hash": data_md5,
         "data_hash_source": data_source, "run_id": run.info.run_id,
     }
+    if bundle.quality is not None:
+        receipt["quality"] = bundle.quality
     write_json_atomic(paths.receipt(name), receipt)
     return receipt
 

@@ -289,3 +289,21 @@ def test_every_version_carries_a_model_card_readable_by_alias(paths, tmp_path):
     client = MlflowClient(tracking_uri=receipt["tracking_uri"])
     artifact = client.download_artifacts(receipt["run_id"], "model_card.md", str(tmp_path))
     assert open(artifact).read() == card
+
+
+def test_a_version_below_its_quality_floor_is_registered_but_never_champion(paths):
+    import dataclasses
+
+    noise = dataclasses.replace(bundle(0.9), quality={"description": "confident share >= 0.5", "value": 0.1,
+                                                      "threshold": 0.5, "met": False})
+    first = publish("quality_floor", noise, params(), paths)
+    assert first["version"] == 1 and first["alias"] == "challenger"  # no champion at all beats noise
+    assert first["quality"]["met"] is False
+    with pytest.raises(registry.RegistryError, match="champion"):
+        load_model("quality_floor", "champion", paths=paths)
+    card = registry.model_card_of("quality_floor", "challenger", paths)
+    assert "quality floor" in card and "never champion" in card
+
+    readable = dataclasses.replace(bundle(0.5, seed=1), quality={**noise.quality, "value": 0.7, "met": True})
+    second = publish("quality_floor", readable, params(), paths)
+    assert second["alias"] == "champion" and champion_version(paths, "quality_floor") == 2

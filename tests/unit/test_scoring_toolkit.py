@@ -105,6 +105,21 @@ def test_min_count_comes_from_the_real_ceiling_and_changes_what_counts():
     ([0.2, -0.3, 0.25, -0.1, 0.05], "superior", 0.0, "inconclusive"),
     ([-0.01, 0.0, -0.005, 0.005, -0.002], "noninferior", 0.05, "reproduced"),
     ([-0.2, -0.25, -0.22, -0.21, -0.19], "noninferior", 0.05, "refuted"),
+    # equivalence before direction: an interval inside (0, margin) is an effect smaller than the
+    # claim's own margin, not a reproduction (the rule used to read "reproduced" here)
+    ([0.004, 0.005, 0.0045, 0.0055, 0.005], "superior", 0.01, "refuted"),
+    ([-0.004, -0.005, -0.0045, -0.0055, -0.005], "superior", 0.01, "refuted"),
+    # beyond the margin on either side: direction decides
+    ([0.05, 0.06, 0.055, 0.052, 0.058], "superior", 0.01, "reproduced"),
+    ([-0.05, -0.06, -0.055, -0.052, -0.058], "superior", 0.01, "refuted"),
+    # crossing the margin's edge, above 0: the effect is real but may be below what matters
+    ([0.002, 0.02, 0.01, 0.015, 0.005], "superior", 0.01, "reproduced"),
+    # straddling zero and wider than the margin: no call
+    ([0.03, -0.03, 0.02, -0.02, 0.01], "superior", 0.01, "inconclusive"),
+    ([-0.06, 0.01, -0.04, 0.0, -0.05], "noninferior", 0.05, "inconclusive"),
+    # fewer than two seeds: no interval, no call
+    ([0.5], "superior", 0.0, "inconclusive"),
+    ([0.5], "noninferior", 0.05, "inconclusive"),
 ])
 def test_verdict_on_synthetic_paired_data(diffs, kind, margin, expected):
     b = [0.5] * len(diffs)
@@ -112,6 +127,19 @@ def test_verdict_on_synthetic_paired_data(diffs, kind, margin, expected):
     out = verdict(a, b, claim="a beats b", metric="accuracy", arms=("a", "b"), kind=kind, margin=margin)
     assert out["verdict"] == expected
     assert out["difference"]["n"] == len(diffs) and out["wins"] == sum(d > 0 for d in diffs)
+
+
+def test_a_diverged_seed_makes_the_verdict_inconclusive_and_is_counted_apart():
+    # mean_interval drops non-finite values; the verdict must not then rest on fewer seeds
+    # than it ran while reporting them all
+    b = [0.5, 0.5, 0.5, 0.5]
+    a = [0.6, 0.61, float("nan"), 0.62]
+    out = verdict(a, b, claim="a beats b", metric="accuracy", arms=("a", "b"))
+    assert out["verdict"] == "inconclusive"
+    assert out["difference"]["n"] == 3 and out["nonfinite"] == 1 and out["wins"] == 3
+    assert out["per_seed"][2] is None
+    clean = verdict(a[:2] + a[3:], b[:3], claim="a beats b", metric="accuracy", arms=("a", "b"))
+    assert clean["verdict"] == "reproduced" and clean["nonfinite"] == 0
 
 
 def test_verdict_lower_is_better_and_an_unmet_precondition():

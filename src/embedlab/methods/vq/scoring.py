@@ -28,6 +28,11 @@ from embedlab.params import Params
 from embedlab.paths import Paths
 
 FD_MARGIN = 0.10  # ResGen's FD may exceed the AR prior's by at most 10% and still count as no worse
+# The claims' precondition: both priors' samples show the requested class (the backbone's class
+# accuracy, 5x chance over 10 classes) on samples drawn for it alone, before the test is read.
+RECOGNISABLE = 0.5
+GATE_SEED = 100       # + the training seed: the gate's sampling stream, never a reported one
+GATE_PER_CLASS = 20
 
 
 def codebook_stats(tokens: torch.Tensor, codebook_size: int) -> tuple[list[float], list[float], list[float]]:
@@ -80,22 +85,47 @@ def published_seed(info: dict) -> int:
     return int(min(runs, key=lambda s: (runs[s]["resgen"]["best_val_loss"] or float("inf"), int(s))))
 
 
-def claims(per_seed: dict, seeds: list[int]) -> dict:
-    """ResGen's claims against the AR prior, paired over training seeds (evaluation.claims)."""
+def recognisable(gate: dict, per_seed: dict | None = None) -> dict:
+    """Both claims' precondition: each prior's samples show the requested class, the backbone's
+    class accuracy (mean over training seeds) >= RECOGNISABLE, on GATE_PER_CLASS samples per
+    class drawn at GATE_SEED + the training seed for this check alone: never the reported
+    samples, never the scoring evaluator. Below it the priors have not learned the conditional
+    distribution and no comparison of them tests ResGen's claim. The evaluator's class accuracy
+    on the reported samples stands beside it (`test_value`), never as the gate."""
+    from embedlab.evaluation.claims import all_of, precondition
+    from embedlab.evaluation.intervals import mean_interval, value_of
+
+    checks = []
+    for kind in ("resgen", "ar"):
+        mean, lo, hi = mean_interval(gate[kind])
+        test = float(np.mean([value_of(r["accuracy"]) for r in per_seed[kind]])) if per_seed else None
+        checks.append(precondition(
+            f"{kind}'s samples show the requested class: backbone class accuracy >= {RECOGNISABLE}", mean,
+            RECOGNISABLE, test_value=test, per_seed=[round(x, 4) for x in gate[kind]],
+            interval=[round(lo, 4) if np.isfinite(lo) else None, round(hi, 4) if np.isfinite(hi) else None],
+            decided_on=f"the backbone on {GATE_PER_CLASS} samples per class of each training seed's prior, "
+                       f"sampling seed {GATE_SEED} + the training seed (not the reported samples)"))
+    return all_of(*checks)
+
+
+def claims(per_seed: dict, seeds: list[int], gate: dict) -> dict:
+    """ResGen's claims against the AR prior, paired over training seeds (evaluation.claims),
+    both gated by `recognisable`."""
     from embedlab.evaluation.claims import verdict
     from embedlab.evaluation.intervals import value_of
 
     fd = {k: [value_of(r["fd"]) for r in per_seed[k]] for k in ("resgen", "ar")}
     acc = {k: [value_of(r["accuracy"]) for r in per_seed[k]] for k in ("resgen", "ar")}
     margin = round(FD_MARGIN * abs(float(np.mean(fd["ar"]))), 3)  # 10% of the AR prior's mean FD
+    requires = recognisable(gate, per_seed)
     return {
         "resgen_vs_ar_fd": verdict(fd["resgen"], fd["ar"], claim="ResGen's samples are no worse than the AR prior's: "
                                    f"FD at most {FD_MARGIN:.0%} of the AR's above it", metric="fd",
                                    arms=("resgen", "ar"), higher_is_better=False, kind="noninferior", margin=margin,
-                                   seeds=seeds, digits=3),
+                                   seeds=seeds, digits=3, requires=requires),
         "resgen_vs_ar_accuracy": verdict(acc["resgen"], acc["ar"], claim="ResGen's samples show the requested class "
                                          "more often than the AR prior's", metric="class_accuracy",
-                                         arms=("resgen", "ar"), margin=0.01, seeds=seeds),
+                                         arms=("resgen", "ar"), margin=0.01, seeds=seeds, requires=requires),
     }
 
 
@@ -103,7 +133,9 @@ def claims(per_seed: dict, seeds: list[int]) -> dict:
 def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     from tqdm.auto import tqdm
 
+    from embedlab.classifier import load_classifier
     from embedlab.data.prepare import read_prepared
+    from embedlab.evaluation import class_accuracy, predict
     from embedlab.evaluation.intervals import METHODS, mean_interval, over_seeds, score
     from embedlab.evaluation.samples import SampleScorer, evaluator_id, weights_id
     from embedlab.evaluation.scores import psnr
@@ -126,6 +158,9 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     psnr_by_depth = {f"d{d}": score(*mean_interval(psnr(test_x, r).tolist()), len(test_x), 3) for d, r in recon.items()}
     usage, perplexity, bits = codebook_stats(tokens, tok_config["codebook_size"])
     per_seed: dict = {"resgen": [], "ar": []}
+    gate: dict = {"resgen": [], "ar": []}
+    gate_labels = torch.arange(k).repeat_interleave(GATE_PER_CLASS)
+    backbone = load_classifier(paths.model_dir("backbone")).eval()
     shown = {}
     for seed in tqdm(cfg.seeds, desc="evaluate@vq", unit="seed", disable=not params.trainer.progress_bar):
         resgen, ar, config = load_priors(seed_dir(paths, seed), tokenizer)
@@ -135,6 +170,11 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
         for kind, images in samples.items():
             per_seed[kind].append(scorer.score(images, labels, seed=seed))
         shown = shown or {"samples": samples, "config": config}
+        # The precondition's own samples, read by the backbone (`recognisable`).
+        torch.manual_seed(GATE_SEED + seed)
+        for kind, prior in (("resgen", resgen), ("ar", ar)):
+            images = sample_images(tokenizer, prior, gate_labels, cfg.prior, kind)
+            gate[kind].append(class_accuracy(predict(backbone, images)[0], gate_labels))
 
     def table(metric: str) -> dict:
         out = {kind: over_seeds([r[metric] for r in per_seed[kind]]) for kind in ("resgen", "ar")}
@@ -159,7 +199,7 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
         "kid": table("kid"),
         "class_accuracy": table("accuracy"),
         "confident_share": {**table("confident_share"), "real_test": scorer.real_test_share()},
-        "claims": claims(per_seed, list(cfg.seeds)),
+        "claims": claims(per_seed, list(cfg.seeds), gate),
         "published": {"seed": pub_seed, "chosen_by": "the ResGen prior's best validation loss",
                       "psnr": psnr_by_depth[f"d{depth}"]},
         "training": {s: {part: {k: v for k, v in r.items()} for part, r in run.items()}
