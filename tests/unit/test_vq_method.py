@@ -24,10 +24,9 @@ def _no_tokenizer_training(*args, **kwargs):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, digits_prepared):
+    from embedlab.classifier import BackboneNet, save_classifier
     from embedlab.data.prepare import write_prepared
     from embedlab.methods.vq import given, method
-
-    from embedlab.classifier import BackboneNet, save_classifier
 
     paths = Paths(tmp_path_factory.mktemp("vq"))
     write_prepared(digits_prepared, paths.prepared)
