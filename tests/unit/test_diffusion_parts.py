@@ -150,11 +150,39 @@ def test_the_distillation_set_is_images_only_and_the_expert_step_takes_no_labels
     kd = kd_images(UNet((8, 8), attention=False), params, 6, seed=0, image_size=8)
     assert isinstance(kd, tuple) and len(kd) == 1 and kd[0].shape == (6, 1, 8, 8)  # no label tensor
     assert kd[0].dtype == torch.float32 and kd[0].abs().max() <= 1
+    from embedlab.methods.diffusion.experts import teacher_logits
+
     clf = BackboneNet(width=4, feature_dim=8, image_size=8).eval()
-    module = expert_module(add_lora(clf, 2, 4), clf, Schedule(50), (10, 20), lr=1e-3, tau=0.25)
-    assert module.training_step(kd, 0) > 0  # one tensor in, a distillation loss out
-    with pytest.raises(ValueError):
+    expert = add_lora(clf, 2, 4)
+    module = expert_module(expert, Schedule(50), (10, 20), lr=1e-3, tau=0.25)
+    targets = teacher_logits(clf.train(), kd[0])  # read in eval mode whatever the caller left
+    assert not clf.training and torch.allclose(targets, clf(kd[0]))
+    torch.manual_seed(3)
+    loss = module.training_step((kd[0], targets), 0)  # the images and the teacher's logits: no label
+    # the table gives exactly the loss of the classifier reading the batch in the step
+    torch.manual_seed(3)
+    t = torch.randint(10, 20, (6,))
+    xt = Schedule(50).q_sample(kd[0], t, torch.randn_like(kd[0]))
+    assert torch.allclose(loss, distillation_loss(clf(kd[0]), expert(xt), 0.25))
+    with pytest.raises(ValueError, match="labels have no place"):
         module.training_step((kd[0], torch.zeros(6, dtype=torch.long)), 0)  # a labelled batch is refused
+
+
+def test_a_lora_conv_is_its_base_plus_the_rank_r_branch_and_trains_a_and_b():
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    base = nn.Conv2d(3, 5, 3, stride=2, padding=1)
+    layer = LoRAConv2d(base, rank=2, alpha=4.0)
+    with torch.no_grad():
+        layer.lora_b.normal_()
+    x = torch.randn(4, 3, 9, 9)
+    two_branch = base(x) + layer.scale * F.conv2d(F.conv2d(x, layer.lora_a, None, 2, 1), layer.lora_b)
+    assert torch.allclose(layer(x), two_branch, atol=1e-5)  # one conv of the merged weight
+    layer(x).square().sum().backward()
+    assert layer.lora_a.grad.abs().sum() > 0 and layer.lora_b.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="groups"):
+        LoRAConv2d(nn.Conv2d(4, 4, 3, groups=2), rank=2, alpha=4.0)
 
 
 def test_min_snr_weights_count_low_noise_steps_less():

@@ -4,6 +4,10 @@ Expert i owns t in [i * T / N, (i + 1) * T / N). Each is trained data-free: imag
 from the given unconditional DDPM (no labels anywhere), noised to a t from its own range, and
 distilled from the clean classifier on the clean image:
     KL( softmax(classifier(x0) / tau) || softmax(expert(x_t)) ),  tau = 0.25.
+The classifier is frozen and the distillation set fixed, so it reads the set once
+(`teacher_logits`) and each step takes its rows of that table: the same targets as reading the
+batch every step, without 128 x steps forward passes per expert
+(benchmarks/ppap_expert_step.py).
 At sampling time the expert that owns t gives the guidance gradient. The supervised
 multi-experts PPAP compares with route the same way; both Lightning modules are here.
 """
@@ -58,34 +62,37 @@ class MultiExpert(nn.Module):
 
 # ---- training (Lightning modules) ----------------------------------------------------------
 
-def expert_module(expert: torch.nn.Module, teacher: torch.nn.Module, schedule: Schedule, t_range: tuple[int, int],
-                  lr: float, tau: float):
+@torch.no_grad()
+def teacher_logits(teacher: torch.nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
+    """The frozen classifier (in eval mode: its BatchNorm statistics as trained) on every clean
+    image of the distillation set, once: the targets the experts' steps read."""
+    teacher = teacher.eval()
+    return torch.cat([teacher(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def expert_module(expert: torch.nn.Module, schedule: Schedule, t_range: tuple[int, int], lr: float, tau: float):
     L = _lightning()
 
     class Expert(L.LightningModule):
         """Data-free distillation: unlabelled DDPM samples x0, noised to t in the expert's
-        range; the frozen classifier on x0 (sharpened by tau) teaches the expert on x_t."""
+        range; the frozen classifier's logits on x0 (`teacher_logits`, sharpened by tau) teach
+        the expert on x_t. A batch is (x0, the teacher's logits on x0): no label anywhere."""
 
         def __init__(self):
             super().__init__()
             self.expert = expert
-            self.teacher = teacher.eval().requires_grad_(False)
 
         def training_step(self, batch, _):
-            (x0,) = batch  # images only: the KD set holds no labels
+            x0, target = batch
+            if not (target.is_floating_point() and target.ndim == 2 and len(target) == len(x0)):
+                raise ValueError(f"an expert's batch is (images, the teacher's logits on them); got a second tensor "
+                                 f"of dtype {target.dtype} and shape {tuple(target.shape)}: labels have no place here")
             lo, hi = t_range
             t = torch.randint(lo, hi, (len(x0),), device=x0.device)
             xt = schedule.q_sample(x0, t, torch.randn_like(x0))
-            with torch.no_grad():
-                target = self.teacher(x0)
             loss = distillation_loss(target, self.expert(xt), tau)
             self.log("kd_loss", loss, prog_bar=True)
             return loss
-
-        def train(self, mode: bool = True):
-            super().train(mode)
-            self.teacher.eval()  # the teacher's BatchNorm statistics stay as trained
-            return self
 
         def configure_optimizers(self):
             return torch.optim.Adam([p for p in self.expert.parameters() if p.requires_grad], lr=lr)

@@ -81,7 +81,7 @@ def train_experts(params: Params, paths: Paths, seed: int, which: list[int]) -> 
     """PPAP experts `which` of one training seed, each saved as expert_<i>.safetensors (`collect` joins
     them). Every worker of a seed draws the same distillation set (the seed's own sampling stream
     of the given DDPM)."""
-    from embedlab.methods.diffusion.experts import expert_module, expert_range
+    from embedlab.methods.diffusion.experts import expert_module, expert_range, teacher_logits
     from embedlab.methods.diffusion.lora import add_lora
     from embedlab.methods.diffusion.models import _Steps
 
@@ -94,15 +94,16 @@ def train_experts(params: Params, paths: Paths, seed: int, which: list[int]) -> 
     assert len(kd) == 1, "the distillation set must hold images only"
     seconds = {f"seed{seed}/kd_sampling": round(time.perf_counter() - start, 1)}
     backbone = _backbone(paths)
+    targets = teacher_logits(backbone, kd[0])  # the frozen classifier reads the set once
     for i in which:
         t0 = time.perf_counter()
         stream = 1000 * seed + 100 + i
         torch.manual_seed(stream)
         expert = add_lora(backbone, p.ppap.rank, p.ppap.alpha)
-        module = expert_module(expert, backbone, schedule_of(p.ddpm), expert_range(i, p.ddpm.timesteps, p.ppap.experts),
+        module = expert_module(expert, schedule_of(p.ddpm), expert_range(i, p.ddpm.timesteps, p.ppap.experts),
                                p.ppap.lr, p.ppap.tau)
         fit(module, params, f"expert_{i}_seed{seed}", p.ppap.steps, stream,
-            _Steps(*kd, batch_size=p.ppap.batch_size, steps=p.ppap.steps, seed=stream))
+            _Steps(kd[0], targets, batch_size=p.ppap.batch_size, steps=p.ppap.steps, seed=stream))
         save_tensors(expert.state_dict(), out / f"expert_{i}.safetensors")
         seconds[f"seed{seed}/expert_{i}"] = round(time.perf_counter() - t0, 1)
     return seconds
