@@ -67,6 +67,10 @@ def _decision(r: dict) -> str:
     prev = r.get("previous_champion_value")
     if r.get("alias") == "champion":
         return "first champion" if prev is None else f"beat the previous champion's {prev}"
+    quality = r.get("quality")
+    if quality is not None and not quality.get("met", True):
+        return (f"below the quality floor ({quality.get('value')} < {quality.get('threshold')}): registered, "
+                "never champion")
     return f"did not beat the champion's {'-' if prev is None else prev}; the champion stays"
 
 

@@ -188,8 +188,8 @@ def federated_tuning_table(root: Path) -> str:
     """Each tuned arm's val budget: every configuration with its val accuracy on the selection seeds."""
     t = _load(root, "federated").get("tuning", {})
     rows = []
-    for arm in ("fedbn", "fraug"):
-        if arm in t:
+    for arm in ("local", "fedavg", "fedprox", "fedbn", "fraug"):
+        if arm in t and isinstance(t[arm], dict):
             for config, val in zip(t[arm]["configs"], t[arm]["val_accuracy"]):
                 chosen = "**chosen**" if config == t[arm]["chosen"] else ""
                 rows.append([arm, ", ".join(f"{k} {v:g}" for k, v in config.items()), f"{val:.4f}", chosen])
@@ -262,12 +262,47 @@ def lookup(name: str) -> Callable[[Path], str] | None:
     return None
 
 
+def _edge(values: list, chosen) -> str:
+    """" (edge of the grid)" when `chosen` is the first or last of `values`."""
+    return " (edge of the grid)" if values and chosen in (values[0], values[-1]) else ""
+
+
+def tuning_table(root: Path) -> str:
+    """Every tuned choice of every arm: what was tuned, how many configurations, on what, and
+    the choice (marked where it sits at an edge of its grid)."""
+    rows = []
+    fed = _load(root, "federated").get("tuning", {})
+    for arm, t in fed.items():
+        if isinstance(t, dict) and "configs" in t:
+            keys = ", ".join(sorted({k for c in t["configs"] for k in c}))
+            seeds = ", ".join(str(x) for x in t.get("seeds", []))
+            chosen = ", ".join(f"{k} {v:g}" for k, v in t["chosen"].items())
+            rows.append(["federated", arm, keys, str(len(t["configs"])),
+                         f"final-round val accuracy, selection seeds {seeds}",
+                         chosen + _edge(t["configs"], t["chosen"])])
+    gan = _load(root, "gan").get("tuning", {})
+    for key, c in gan.get("chosen", {}).items():
+        values = sorted(float(v) for v in gan["scores"][key])
+        rows.append(["gan", key, c["key"], str(len(values)), "modes covered on the selection seed (mixture or backbone)",
+                     f"{c['value']:g}" + _edge(values, float(c["value"]))])
+    diff = _load(root, "diffusion")
+    for arm, sweep in diff.get("sweep", {}).items():
+        values = [r["scale"] for r in sweep["rows"]]
+        chosen = {s: per[arm] for s, per in diff.get("scale", {}).items() if arm in per}
+        text = ", ".join(f"seed {s}: {v:g}" for s, v in chosen.items())
+        edges = sorted({_edge(values, v) for v in chosen.values()} - {""})
+        rows.append(["diffusion", arm, "guidance scale", str(len(values)),
+                     "backbone accuracy on selection-seed samples, per training seed (FD guard)",
+                     text + (edges[0] if edges else "")])
+    return table(["method", "arm", "tuned", "configurations", "chosen on", "chosen"], rows)
+
+
 TABLES: dict[str, Callable[[Path], str]] = {
     "claims": claims_table, "preconditions": preconditions_table, "references": references_table,
     "floor": floor_table, "diffusion": diffusion_table, "gan": gan_table, "gan-digits": gan_digits_table,
     "vq": vq_table, "vq-depth": vq_depth_table, "federated": federated_table, "published": published_table,
     "federated-tuning": federated_tuning_table, "federated-sweep": federated_sweep_table,
-    "timing": timing_table,
+    "timing": timing_table, "tuning": tuning_table,
 }
 
 

@@ -3,10 +3,10 @@ progress bars. Harness plumbing, kept out of the train stages' deps (dvc.yaml): 
 changes a result is named by the `trainer.*` params those stages list; minibatches, augmentation
 and the optimiser live in embedlab.batches, which is a dep.
 
-The classifiers, the vq parts and the diffusion parts train through `make_trainer`. Two do
-not yet: the federated engine builds a bare Lightning Trainer per run (one fit of all stacked
-clients, no logger or checkpoints: its curves go through `embedlab.live`), and the GAN trains
-in a plain loop (methods/gan/arms.py); both are issue 16's work.
+The classifiers, the vq parts, the diffusion parts and the GAN (its stacked runs: one
+LightningModule per stack, methods/gan/module.py) train through `make_trainer`. The federated
+engine does not yet: it builds a bare Lightning Trainer per run (one fit of all stacked
+clients, no logger or checkpoints: its curves go through `embedlab.live`).
 
 params decide accelerator, devices, precision, epochs/steps, seed, determinism,
 early stopping and checkpoints; DVCLive writes the curves DVC plots; a progress

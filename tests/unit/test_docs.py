@@ -57,3 +57,82 @@ def test_the_federated_pages_probe_numbers_are_the_probes_json():
     expected = [room[(50, "0.05")], room[(50, "0.1")], room[(10, "0.05")], room[(10, "0.1")]]
     assert all(abs(q - e) <= 0.0005 for q, e in zip(quoted, expected)), (quoted, expected)
     assert f"on val with selection seeds it was +{room[(10, '0.1')]:.3f}" in text
+
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), ROOT / "benchmarks/README.md"]
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    import re
+
+    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    import re
+
+    seen: dict[str, int] = {}
+    out = set()
+    in_code = False
+    for line in page.read_text().splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        if in_code:
+            continue
+        found = re.match(r"#{1,6} (.+)", line)
+        if found:
+            slug = _slug(found.group(1))
+            n = seen.get(slug, 0)
+            seen[slug] = n + 1
+            out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
+def _code(page: Path) -> str:
+    """The page's inline code spans and fenced blocks: where it shows commands."""
+    import re
+
+    text = page.read_text()
+    blocks = re.findall(r"```[^\n]*\n(.*?)```", text, flags=re.S)
+    spans = re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S))
+    return "\n".join(blocks + spans)
+
+
+def test_every_relative_link_and_anchor_in_the_docs_resolves():
+    import re
+
+    broken = []
+    for page in PAGES:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):  # http(s), mailto: not ours to check offline
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            if not dest.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no heading with that anchor)")
+    assert not broken, "\n".join(broken)
+
+
+def test_every_make_target_and_embedlab_command_the_docs_show_exists():
+    import re
+
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][\w-]*):", makefile, flags=re.M))
+    shown_make, shown_cli = set(), set()
+    for page in PAGES:
+        code = _code(page)
+        shown_make |= set(re.findall(r"(?:^|\s|\()make ([a-z][\w-]*)", code))
+        shown_cli |= set(re.findall(r"(?:^|[\s/(])embedlab ([a-z][\w-]*)", code))
+    assert shown_make and shown_cli
+    assert not shown_make - targets, f"make targets the docs show but the Makefile lacks: {shown_make - targets}"
+    out = subprocess.run([sys.executable, "-m", "embedlab.cli", "--help"], capture_output=True, text=True,
+                         env={**__import__("os").environ, "COLUMNS": "200"})
+    commands = set(re.findall(r"│ ([a-z][\w-]*)\s", out.stdout))
+    assert commands, out.stdout + out.stderr
+    assert not shown_cli - commands, f"embedlab commands the docs show but the CLI lacks: {shown_cli - commands}"

@@ -34,3 +34,28 @@ def test_score_formatting():
     assert score({"value": 0.9234, "lo": 0.91, "hi": 0.93, "n": 10}) == "0.923 [0.910, 0.930]"
     assert score({"value": 147.7, "lo": None, "hi": None, "n": 1}) == "147.7"
     assert score(5) == "5" and score(None) == "-"
+
+
+def test_the_tuning_table_lists_every_choice_and_marks_grid_edges(tmp_path):
+    import json
+
+    from embedlab.results import tuning_table
+
+    (tmp_path / "metrics").mkdir()
+    fed = {"tuning": {"budget": {"fedbn": 3}, "note": "...",
+                      "fedbn": {"configs": [{"lr": 0.05}, {"lr": 0.1}, {"lr": 0.2}], "chosen": {"lr": 0.1},
+                                "seeds": [100, 101]},
+                      "fraug": {"configs": [{"lambda_r": 1.0}, {"lambda_r": 10.0}], "chosen": {"lambda_r": 10.0},
+                                "seeds": [100, 101]}}}
+    gan = {"tuning": {"chosen": {"ring/mee": {"key": "sigma", "value": 0.3}},
+                      "scores": {"ring/mee": {"0.1": {}, "0.3": {}, "1": {}}}}}
+    diffusion = {"sweep": {"ppap": {"rows": [{"scale": 1.0}, {"scale": 10.0}, {"scale": 30.0}]}},
+                 "scale": {"0": {"ppap": 10.0}, "1": {"ppap": 30.0}}}
+    for name, m in (("federated", fed), ("gan", gan), ("diffusion", diffusion)):
+        (tmp_path / "metrics" / f"{name}.json").write_text(json.dumps(m))
+    rows = {tuple(c.strip() for c in line.strip("|").split("|"))[:2]: line for line in tuning_table(tmp_path).splitlines()[2:]}
+    assert set(rows) == {("federated", "fedbn"), ("federated", "fraug"), ("gan", "ring/mee"), ("diffusion", "ppap")}
+    assert "lr 0.1 |" in rows[("federated", "fedbn")] and "edge" not in rows[("federated", "fedbn")]
+    assert "lambda_r 10 (edge of the grid)" in rows[("federated", "fraug")]
+    assert "| 0.3 |" in rows[("gan", "ring/mee")]
+    assert "seed 0: 10, seed 1: 30 (edge of the grid)" in rows[("diffusion", "ppap")]

@@ -1,6 +1,7 @@
 """The default engine: an in-process simulation of all clients, one Lightning fit per run.
 
-`FederatedSimulation` is a LightningModule holding every client's network stacked (nets.py).
+`FederatedSimulation` is a LightningModule holding every client's network stacked (nets.py);
+the class is built inside `_lightning_module()` so that Lightning loads only when a run trains.
 One training step is one local step on every client at once; after `local_steps` steps the
 round ends: each client's state is cut out (`unstack`), its public part becomes an `Update`,
 `core.server_aggregate` merges the updates and `core.merge_global` gives every client its

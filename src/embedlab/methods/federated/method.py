@@ -1,9 +1,10 @@
 """train@federated: every (setting, algorithm, size or alpha, seed) run of the simulation.
 
-First the tuned arms spend their val budgets (`federated.tuning`, on selection seeds that are
-never scored): FedBN picks the feature-shift training configuration every CNN arm then trains
-with, FRAug then picks its own on top. Then the scored runs (the clients come from the
-partition stage; see clients.py):
+First the tuned arms spend equal val budgets (`federated.tuning`, on selection seeds that are
+never scored): local, FedAvg, FedProx and FedBN each pick their own feature-shift training
+configuration; FRAug picks its own on top of FedBN's (the method it extends); the linear-head
+runs on feature shift (`fedavg_head`, `ggeur`) train with FedBN's. Then the scored runs (the
+clients come from the partition stage; see clients.py):
   feature_shift   CNN on pixels, one client per domain: local, fedavg, fedprox, fedbn, fraug, at
                   each size in `feature_shift.sizes`; and GGEUR's multi-domain variant beside
                   FedAvg on a linear head over frozen embeddings (`fedavg_head`, `ggeur`).
@@ -29,13 +30,14 @@ from embedlab.io import save_tensors, write_json_atomic
 from embedlab.methods.federated.runs import (
     NAME,
     PRIMARY_METRIC,
-    TUNED,
     Job,
     apply_choice,
+    base_of,
     copy_embedder,
     job_clients,
     planned_jobs,
     run_config,
+    tuned_arms,
     tuning_jobs,
 )
 from embedlab.methods.federated.scoring import evaluate, export, load_bundle
@@ -85,9 +87,11 @@ def run_all(params: Params, root: Path, num_classes: int, image_size: int,
     """Tuning, then every scored run, as one job graph on the shared runner (embedlab.jobs):
     single-thread spawned workers on a CPU, in this process on a GPU or with one worker (then
     with a bar over rounds). A run starts as soon as the choices it needs exist, so no worker
-    idles at a phase boundary: the label-skew runs need none; the feature-shift runs wait for
-    FedBN's choice (their training configuration); FRAug's wait for its own too.
-    Returns (scored runs in `planned_jobs` order, the tuning record, the tuned params)."""
+    idles at a phase boundary: the label-skew runs need none; each tuned arm's feature-shift
+    runs wait for its own choice (FRAug's tuning runs for FedBN's); the linear-head runs on
+    feature shift for FedBN's.
+    Returns (scored runs in `planned_jobs` order, the tuning record, the params each tuned arm
+    trained with, by arm)."""
     from tqdm.auto import tqdm
 
     from embedlab.jobs import run_graph
@@ -99,35 +103,39 @@ def run_all(params: Params, root: Path, num_classes: int, image_size: int,
     def args(job: Job, p: Params) -> tuple:
         return (job, p.model_dump(by_alias=True), str(root), num_classes, image_size, bars)
 
-    tuned = {"": params}  # the params each phase's runs train with: "" (none chosen), then per arm
+    arms = tuned_arms(params)
+    tuned = {"": params}  # the params each arm's runs train with: "" (none chosen), then per arm
     tuning: dict = {}
-    waiting = {arm: {j.key for j in tuning_jobs(params, arm)} for arm in TUNED}
-    tuning_runs: dict = {arm: [] for arm in TUNED}
+    waiting = {arm: {j.key for j in tuning_jobs(params, arm)} for arm in arms}
+    tuning_runs: dict = {arm: [] for arm in arms}
 
     def after(job: Job) -> str:
-        """The last tuned arm whose choice `job` needs ("" for none)."""
+        """The tuned arm whose choice `job` needs ("" for none)."""
         if job.setting != "feature_shift":
             return ""
-        return "fraug" if job.algorithm == "fraug" else "fedbn"
+        if job.algorithm in arms:
+            return job.algorithm
+        return "fedbn" if "fedbn" in arms else ""
 
     plan = planned_jobs(params)  # the same jobs, whatever is chosen (choices change configurations only)
-    jobs = {j.key: args(j, params) for j in tuning_jobs(params, TUNED[0])}
+    jobs = {j.key: args(j, params) for arm in arms if not base_of(arm, arms) for j in tuning_jobs(params, arm)}
     jobs |= {j.key: args(j, params) for j in plan if after(j) == ""}
 
     def on_done(key: str, result: dict) -> dict:
         new: dict = {}
-        for i, arm in enumerate(TUNED):
+        for arm in arms:
             if key not in waiting[arm]:
                 continue
             waiting[arm].discard(key)
             tuning_runs[arm].append(result)
             if waiting[arm]:
                 return new
-            base = tuned[TUNED[i - 1]] if i else params
+            base = tuned[base_of(arm, arms)]
             tuning[arm] = choose(base, arm, tuning_runs[arm])
             tuned[arm] = apply_choice(base, arm, tuning[arm]["chosen"])
-            if i + 1 < len(TUNED):  # the next arm tunes on top of this choice
-                new |= {j.key: (args(j, tuned[arm]), ()) for j in tuning_jobs(tuned[arm], TUNED[i + 1])}
+            for later in arms:  # an arm that tunes on top of this choice starts now
+                if base_of(later, arms) == arm:
+                    new |= {j.key: (args(j, tuned[arm]), ()) for j in tuning_jobs(tuned[arm], later)}
             new |= {j.key: (args(j, tuned[arm]), ()) for j in plan if after(j) == arm}
         return new
 
@@ -136,7 +144,7 @@ def run_all(params: Params, root: Path, num_classes: int, image_size: int,
         results = run_graph(_worker_run, jobs, {}, params.federated.workers, in_process, bar, on_done)
     finally:
         bar.close()
-    return [results[j.key] for j in plan], tuning, tuned[TUNED[-1]]
+    return [results[j.key] for j in plan], tuning, tuned
 
 
 def _meta(paths: Paths) -> tuple[int, int]:
@@ -161,7 +169,7 @@ def train(params: Params, paths: Paths) -> None:
     copy_embedder(params, paths.root)
     start = time.perf_counter()
     progress = params.trainer.progress_bar
-    # FedBN tunes first; FRAug tunes on top of the training configuration FedBN chose.
+    # Every CNN arm tunes its own configuration; FRAug tunes on top of the one FedBN chose.
     results, tuning, _ = run_all(params, paths.root, num_classes, image_size, progress=progress)
     save_tensors({r["key"]: r.pop("states") for r in results}, model_dir / "runs.safetensors")
     log_live(paths.dvclive(NAME), params, results)

@@ -64,15 +64,23 @@ class EmbeddingParams(Section):
     source: Literal["vq", "backbone"] = "vq"  # vq: models/tokenizer's encoder, trained without labels
 
 
+def _lr_grid() -> list[dict[str, float]]:
+    return [{"lr": 0.05}, {"lr": 0.1}, {"lr": 0.2}]
+
+
 class TuningParams(Section):
     """Equal val budgets, chosen on selection seeds (never the seeds that are scored, never test):
-    per arm, a list of configurations, each a {key: value} override of its section."""
+    per arm, a list of configurations, each a {key: value} override of its section, the same
+    number for every arm. Each CNN arm tunes its own training configuration (`feature_shift`
+    keys); FRAug tunes its own (`fraug` keys) on top of FedBN's choice, the method it extends."""
 
     seeds: list[int] = Field(default_factory=lambda: [100, 101, 102], min_length=1)
-    fedbn: list[dict[str, float]] = Field(default_factory=lambda: [{"lr": 0.02}, {"lr": 0.05}, {"lr": 0.1}],
-                                          min_length=1)
+    local: list[dict[str, float]] = Field(default_factory=_lr_grid, min_length=1)
+    fedavg: list[dict[str, float]] = Field(default_factory=_lr_grid, min_length=1)
+    fedprox: list[dict[str, float]] = Field(default_factory=_lr_grid, min_length=1)
+    fedbn: list[dict[str, float]] = Field(default_factory=_lr_grid, min_length=1)
     fraug: list[dict[str, float]] = Field(
-        default_factory=lambda: [{"lambda_r": 0.1}, {"lambda_r": 1.0}, {"lambda_r": 10.0}], min_length=1)
+        default_factory=lambda: [{"lambda_r": 1.0}, {"lambda_r": 10.0}, {"lambda_r": 100.0}], min_length=1)
 
 
 class FedFeatureShiftParams(FedTrainParams):
@@ -113,13 +121,17 @@ class FederatedParams(Section):
 
     @model_validator(mode="after")
     def _tuning_keys_exist(self):
-        targets = {"fedbn": self.feature_shift, "fraug": self.fraug}
+        targets = {arm: self.feature_shift for arm in ("local", "fedavg", "fedprox", "fedbn")}
+        targets["fraug"] = self.fraug
         for arm, target in targets.items():
             for config in getattr(self.tuning, arm):
                 unknown = sorted(set(config) - set(type(target).model_fields))
                 if unknown:
                     raise ValueError(f"tuning.{arm}: {unknown} are not keys of its section "
                                      f"({', '.join(type(target).model_fields)})")
+        budgets = {arm: len(getattr(self.tuning, arm)) for arm in targets if arm in self.feature_shift.algorithms}
+        if len(set(budgets.values())) > 1:
+            raise ValueError(f"tuning: every arm gets the same number of configurations, got {budgets}")
         if set(self.tuning.seeds) & set(self.seeds):
             raise ValueError(f"tuning.seeds {self.tuning.seeds} overlap seeds {self.seeds}: "
                              "configurations are chosen on seeds that are not scored")

@@ -18,7 +18,21 @@ NAME = "federated"
 PRIMARY_METRIC = "published.accuracy"  # the published feature-shift variant, test accuracy
 FS_ALGOS_HEAD = ("fedavg_head", "ggeur")
 CENTRAL = "central"  # label skew: one client holding every client's rows (the ceiling FedAvg is held to)
-TUNED = ("fedbn", "fraug")  # the arms with a val budget (federated.tuning), in the order they are tuned
+# The arms with a val budget (federated.tuning): each CNN arm tunes its own training
+# configuration; FRAug tunes its own on top of FedBN's choice (the method it extends).
+TUNED = ("local", "fedavg", "fedprox", "fedbn", "fraug")
+BASE = {"fraug": "fedbn"}
+
+
+def tuned_arms(params: Params) -> list[str]:
+    """The tuned arms this run trains (feature_shift.algorithms), in TUNED order."""
+    return [a for a in TUNED if a in params.federated.feature_shift.algorithms]
+
+
+def base_of(arm: str, arms: list[str]) -> str:
+    """The arm whose choice `arm` tunes on top of ("" for none)."""
+    base = BASE.get(arm, "")
+    return base if base in arms else ""
 
 
 @dataclass(frozen=True)
@@ -61,8 +75,8 @@ def tuning_jobs(params: Params, arm: str) -> list[Job]:
 
 
 def apply_choice(params: Params, arm: str, config: dict) -> Params:
-    """`params` with one tuned configuration in place: fedbn's keys set the feature-shift
-    training section (every CNN arm trains with them), fraug's its own section."""
+    """`params` with one tuned configuration in place: a CNN arm's keys set the feature-shift
+    training section its runs train with, fraug's its own section."""
     from embedlab.params import parse_params
 
     raw = params.model_dump(by_alias=True)

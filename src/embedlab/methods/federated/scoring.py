@@ -167,7 +167,9 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     metrics["claims"] = {name: claim for name, claim in claims.items() if claim is not None}
     metrics["tuning"] = {
         "budget": {arm: len(t["configs"]) for arm, t in info["tuning"].items()},
-        "note": "fedbn's choice sets the training configuration of every CNN arm; fraug tunes its own on top",
+        "note": "every tuned arm gets the same number of configurations on val (selection seeds): local, fedavg, "
+                "fedprox and fedbn their own training configuration, fraug its own on top of fedbn's; the "
+                "linear-head runs on feature shift (fedavg_head, ggeur) train with fedbn's",
         **info["tuning"],
     }
     metrics["embedding"] = f.embedding.model_dump()
