@@ -31,13 +31,13 @@ help:
 	@echo "make docs  - the documentation site (mkdocs, offline) into site/"
 	@echo "make flower-env - the separate Flower environment (.venv-flower, requirements-flower.lock)"
 
-# Reinstall only when the pinned set or the project metadata changes. --no-compile: Python
+# Reinstall only when the pinned set or the project metadata changes.: Python
 # compiles what a run imports on first import, instead of pip compiling every installed file.
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/python -m pip install -q --no-compile $(TORCH)
-	$(BIN)/python -m pip install -q --no-compile -c requirements.lock -e ".[dev]"
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -c requirements.lock -e ".[dev]"
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -57,8 +57,8 @@ run-paper: setup
 $(FLOWER_STAMP): requirements-flower.lock pyproject.toml
 	@test -x $(FLOWER_VENV)/bin/python || $(PYTHON) -m venv $(FLOWER_VENV)
 	$(FLOWER_VENV)/bin/python -m pip install -q --upgrade "pip>=24"
-	$(FLOWER_VENV)/bin/python -m pip install -q --no-compile $(TORCH)
-	$(FLOWER_VENV)/bin/python -m pip install -q --no-compile -r requirements-flower.lock
+	$(FLOWER_VENV)/bin/python -m pip install -q $(TORCH)
+	$(FLOWER_VENV)/bin/python -m pip install -q -r requirements-flower.lock
 	$(FLOWER_VENV)/bin/python -m pip install -q --no-deps -e .
 	@touch $(FLOWER_STAMP)
 
