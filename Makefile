@@ -31,8 +31,9 @@ help:
 	@echo "make docs  - the documentation site (mkdocs, offline) into site/"
 	@echo "make flower-env - the separate Flower environment (.venv-flower, requirements-flower.lock)"
 
-# Reinstall only when the pinned set or the project metadata changes.: Python
-# compiles what a run imports on first import, instead of pip compiling every installed file.
+# Reinstall only when the pinned set or the project metadata changes. pip compiles the bytecode
+# at install: where PYTHONDONTWRITEBYTECODE is set (as on this machine), `--no-compile` would
+# make every process compile torch from source on every import (make test: 10 min -> 14).
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
