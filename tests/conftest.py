@@ -12,8 +12,13 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 # An accidental Prefect engine call in a fast test must fail, not start a temporary server.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_ENABLED", "false")
 
-import numpy as np
-import pytest
+# First the numerics pins (embedlab.numerics), before numpy or torch load, as in every stage:
+# a test process computes what the pipeline computes, whichever test module it imports first.
+import embedlab  # noqa: F401, E402
+
+# isort: split
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 
 class RunIf:
@@ -50,12 +55,16 @@ def write_npz(path, **arrays) -> str:
 
 
 # The order test files are handed to xdist workers (`make test` runs `--dist loadfile
-# --no-loadscope-reorder`): the module that builds the shared tiny pipeline first, the Prefect
-# server's next, and last the modules that clone the pipeline, so that by the time a worker
-# reaches them the pipeline is built and neither worker waits for the other.
+# --no-loadscope-reorder`; a worker takes the next file when it has two tests or fewer left):
+# the module that builds the shared tiny pipeline first, the Prefect server's next, then the
+# fast unit files, then the modules that clone the pipeline (built by the time a worker gets
+# there), and last the unit files from test_v* on, which fill the gaps at the end. The order
+# only balances the two workers; the file lock in tests/integration/conftest.py keeps any order
+# correct.
 FIRST = ("tests/integration/test_pipeline.py", "tests/integration/test_prefect.py")
-LAST = ("tests/integration/test_add_a_method.py", "tests/integration/test_pipeline_team.py",
-        "tests/integration/test_pipeline_rerun.py")
+CLONERS = ("tests/integration/test_pipeline_team.py", "tests/integration/test_pipeline_rerun.py",
+           "tests/integration/test_add_a_method.py")
+FILLERS_FROM = "tests/unit/test_v"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -63,6 +72,8 @@ def pytest_collection_modifyitems(config, items):
         path = item.nodeid.split("::")[0]
         if path in FIRST:
             return FIRST.index(path)
-        return len(FIRST) + 1 + LAST.index(path) if path in LAST else len(FIRST)
+        if path in CLONERS:
+            return 3 + CLONERS.index(path)
+        return 2 if path < FILLERS_FROM else 6
 
     items.sort(key=rank)  # stable: the order within a file is kept
