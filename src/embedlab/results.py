@@ -184,15 +184,21 @@ def federated_table(root: Path) -> str:
     return table(["setting", "algorithm", "test accuracy (mean over seeds) [95% CI]"], rows)
 
 
+def _federated_tuned(tuning: dict) -> list[tuple[str, dict]]:
+    """(arm, its tuning record) for every tuned federated arm in metrics' `tuning`, in tuning order."""
+    from embedlab.methods.federated.params import TUNED_ARMS
+
+    return [(arm, tuning[arm]) for arm in TUNED_ARMS if isinstance(tuning.get(arm), dict)]
+
+
 def federated_tuning_table(root: Path) -> str:
     """Each tuned arm's val budget: every configuration with its val accuracy on the selection seeds."""
     t = _load(root, "federated").get("tuning", {})
     rows = []
-    for arm in ("local", "fedavg", "fedprox", "fedbn", "fraug"):
-        if arm in t and isinstance(t[arm], dict):
-            for config, val in zip(t[arm]["configs"], t[arm]["val_accuracy"]):
-                chosen = "**chosen**" if config == t[arm]["chosen"] else ""
-                rows.append([arm, ", ".join(f"{k} {v:g}" for k, v in config.items()), f"{val:.4f}", chosen])
+    for arm, entry in _federated_tuned(t):
+        for config, val in zip(entry["configs"], entry["val_accuracy"]):
+            chosen = "**chosen**" if config == entry["chosen"] else ""
+            rows.append([arm, ", ".join(f"{k} {v:g}" for k, v in config.items()), f"{val:.4f}", chosen])
     seeds = ", ".join(str(s) for s in t.get("fedbn", {}).get("seeds", []))
     return table(["arm", "configuration", f"final-round val accuracy (mean over selection seeds {seeds})", ""], rows)
 
@@ -263,7 +269,7 @@ def lookup(name: str) -> Callable[[Path], str] | None:
 
 
 def _edge(values: list, chosen) -> str:
-    """" (edge of the grid)" when `chosen` is the first or last of `values`."""
+    """The marker " (edge of the grid)" when `chosen` is the first or last of `values`."""
     return " (edge of the grid)" if values and chosen in (values[0], values[-1]) else ""
 
 
@@ -271,15 +277,12 @@ def tuning_table(root: Path) -> str:
     """Every tuned choice of every arm: what was tuned, how many configurations, on what, and
     the choice (marked where it sits at an edge of its grid)."""
     rows = []
-    fed = _load(root, "federated").get("tuning", {})
-    for arm, t in fed.items():
-        if isinstance(t, dict) and "configs" in t:
-            keys = ", ".join(sorted({k for c in t["configs"] for k in c}))
-            seeds = ", ".join(str(x) for x in t.get("seeds", []))
-            chosen = ", ".join(f"{k} {v:g}" for k, v in t["chosen"].items())
-            rows.append(["federated", arm, keys, str(len(t["configs"])),
-                         f"final-round val accuracy, selection seeds {seeds}",
-                         chosen + _edge(t["configs"], t["chosen"])])
+    for arm, t in _federated_tuned(_load(root, "federated").get("tuning", {})):
+        keys = ", ".join(sorted({k for c in t["configs"] for k in c}))
+        seeds = ", ".join(str(x) for x in t.get("seeds", []))
+        chosen = ", ".join(f"{k} {v:g}" for k, v in t["chosen"].items())
+        rows.append(["federated", arm, keys, str(len(t["configs"])), f"final-round val accuracy, selection seeds {seeds}",
+                     chosen + _edge(t["configs"], t["chosen"])])
     gan = _load(root, "gan").get("tuning", {})
     for key, c in gan.get("chosen", {}).items():
         values = sorted(float(v) for v in gan["scores"][key])

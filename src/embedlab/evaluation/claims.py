@@ -30,23 +30,28 @@ VERDICTS = ("reproduced", "refuted", "inconclusive", "untested")
 
 
 def precondition(description: str, value: float, threshold: float, higher_is_better: bool = True, *,
-                 decided_on: str | None = None, test_value: float | None = None, **extra) -> dict:
+                 decided_on: str | None = None, test_value: float | None = None,
+                 interval: tuple[float, float] | None = None, **extra) -> dict:
     """A stated check that the setting leaves room for the claim: value >= threshold (or <=).
 
     Preregistered: `value` is measured where the claim's test scores cannot reach it
     (`decided_on`: val, the selection seed, the backbone) and decides `met`. `test_value` is the
     same quantity on the test scores, reported beside it as a check and never as the gate.
-    `extra` carries the measurement's own numbers (e.g. its interval)."""
+    `interval` is the measurement's own 95% interval; `extra` carries its other numbers."""
+    def rounded(x: float) -> float | None:
+        return round(float(x), 4) if math.isfinite(x) else None
+
     if not math.isfinite(value):
         met = False
     else:
         met = value >= threshold if higher_is_better else value <= threshold
-    out = {"description": description, "value": round(float(value), 4) if math.isfinite(value) else None,
-           "threshold": threshold, "met": bool(met)}
+    out = {"description": description, "value": rounded(value), "threshold": threshold, "met": bool(met)}
     if decided_on is not None:
         out["decided_on"] = decided_on
     if test_value is not None:
-        out["test_value"] = round(float(test_value), 4) if math.isfinite(test_value) else None
+        out["test_value"] = rounded(test_value)
+    if interval is not None:
+        out["interval"] = [rounded(x) for x in interval]
     return {**out, **extra}
 
 

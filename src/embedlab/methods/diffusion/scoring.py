@@ -47,9 +47,7 @@ def room(info: dict, acc: dict | None = None) -> dict:
     return precondition(f"the off-the-shelf classifier fails to guide: supervised - naive >= {ROOM}", mean, ROOM,
                         decided_on="train@diffusion's scale sweeps: the backbone's accuracy at each arm's chosen "
                                    "scale on selection-seed samples, mean over training seeds",
-                        test_value=test, interval=[round(lo, 4) if np.isfinite(lo) else None,
-                                                   round(hi, 4) if np.isfinite(hi) else None],
-                        per_seed=[round(d, 4) for d in diffs])
+                        test_value=test, interval=(lo, hi), per_seed=[round(d, 4) for d in diffs])
 
 
 def claims(per_seed: dict, seeds: list[int], info: dict) -> dict:

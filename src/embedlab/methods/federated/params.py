@@ -64,6 +64,12 @@ class EmbeddingParams(Section):
     source: Literal["vq", "backbone"] = "vq"  # vq: models/tokenizer's encoder, trained without labels
 
 
+# The arms with a val budget (`federated.tuning`), in tuning order: each CNN arm tunes its own
+# training configuration (feature_shift keys); FRAug its own (fraug keys) on top of FedBN's.
+CNN_ARMS = ("local", "fedavg", "fedprox", "fedbn")
+TUNED_ARMS = CNN_ARMS + ("fraug",)
+
+
 def _lr_grid() -> list[dict[str, float]]:
     return [{"lr": 0.05}, {"lr": 0.1}, {"lr": 0.2}]
 
@@ -121,8 +127,7 @@ class FederatedParams(Section):
 
     @model_validator(mode="after")
     def _tuning_keys_exist(self):
-        targets = {arm: self.feature_shift for arm in ("local", "fedavg", "fedprox", "fedbn")}
-        targets["fraug"] = self.fraug
+        targets = {arm: self.fraug if arm == "fraug" else self.feature_shift for arm in TUNED_ARMS}
         for arm, target in targets.items():
             for config in getattr(self.tuning, arm):
                 unknown = sorted(set(config) - set(type(target).model_fields))

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from embedlab.io import load_tensors
+from embedlab.methods.federated.params import TUNED_ARMS
 from embedlab.params import Params
 from embedlab.paths import Paths
 
@@ -18,10 +19,8 @@ NAME = "federated"
 PRIMARY_METRIC = "published.accuracy"  # the published feature-shift variant, test accuracy
 FS_ALGOS_HEAD = ("fedavg_head", "ggeur")
 CENTRAL = "central"  # label skew: one client holding every client's rows (the ceiling FedAvg is held to)
-# The arms with a val budget (federated.tuning): each CNN arm tunes its own training
-# configuration; FRAug tunes its own on top of FedBN's choice (the method it extends).
-TUNED = ("local", "fedavg", "fedprox", "fedbn", "fraug")
-BASE = {"fraug": "fedbn"}
+TUNED = TUNED_ARMS  # the arms with a val budget (federated.tuning), in tuning order
+BASE = {"fraug": "fedbn"}  # FRAug tunes on top of FedBN's choice (the method it extends)
 
 
 def tuned_arms(params: Params) -> list[str]:

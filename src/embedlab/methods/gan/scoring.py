@@ -279,7 +279,7 @@ def _tables(arms: dict[str, list[dict]], ceiling: dict | None, floor: dict) -> d
 
 def confident_share(images: torch.Tensor, classifier: torch.nn.Module, threshold: float) -> float:
     """The share of samples `classifier` reads as some class with confidence >= threshold."""
-    return float((predict(classifier, images)[0].max(-1).values >= threshold).float().mean())
+    return float((confident_classes(predict(classifier, images)[0], threshold) >= 0).float().mean())
 
 
 QUALITY_FLOOR = 0.5  # a readable image sample: the backbone confident on at least half of them

@@ -102,7 +102,7 @@ def recognisable(gate: dict, per_seed: dict | None = None) -> dict:
         checks.append(precondition(
             f"{kind}'s samples show the requested class: backbone class accuracy >= {RECOGNISABLE}", mean,
             RECOGNISABLE, test_value=test, per_seed=[round(x, 4) for x in gate[kind]],
-            interval=[round(lo, 4) if np.isfinite(lo) else None, round(hi, 4) if np.isfinite(hi) else None],
+            interval=(lo, hi),
             decided_on=f"the backbone on {GATE_PER_CLASS} samples per class of each training seed's prior, "
                        f"sampling seed {GATE_SEED} + the training seed (not the reported samples)"))
     return all_of(*checks)
