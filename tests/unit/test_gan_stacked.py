@@ -54,11 +54,11 @@ def test_a_stack_of_mixed_arms_and_seeds_equals_each_run_alone(setting):
         with torch.no_grad():
             ours, alone = _generator(setting, state).train()(z), _generator(setting, alone_state).train()(z)
         assert (ours - alone).abs().max() < 1e-5, run
-        # Sampling (running statistics): a bias right before BatchNorm has a zero gradient in exact
-        # arithmetic, so Adam turns rounding noise into lr-sized steps there, and the running mean
-        # follows; measured 1-3e-5 after 4 steps, alone vs stacked alike.
+        # Sampling (running statistics): equal to 1e-5 too. The conv generator's seed layer has no
+        # bias (BatchNorm follows it): that bias had a zero gradient in exact arithmetic, Adam turned
+        # its rounding noise into lr-sized steps, and sampling differed by up to 1e-4 (a CI failure).
         ours, alone = sample(_generator(setting, state), 64, seed=3), sample(_generator(setting, alone_state), 64, seed=3)
-        assert (ours - alone).abs().max() < (1e-5 if setting == "mlp" else 1e-4), run
+        assert (ours - alone).abs().max() < 1e-5, (run, (ours - alone).abs().max())
     # and the runs did train, differently: seeds and arms are not copies of one another
     first = [sample(_generator(setting, s), 16, seed=3) for s, _ in stacked]
     assert all(not torch.equal(first[0], other) for other in first[1:])

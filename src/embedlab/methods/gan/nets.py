@@ -64,7 +64,9 @@ class ConvGenerator(nn.Module):
         blocks = int(math.log2(image_size // 4))
         widths = [width * 2 ** (blocks - i) for i in range(blocks + 1)]  # e.g. 256, 128, 64
         self.z_dim, self.width0 = z_dim, widths[0]
-        self.seed = nn.Sequential(nn.Linear(z_dim, widths[0] * 16), nn.BatchNorm1d(widths[0] * 16), nn.ReLU(True))
+        # No bias before BatchNorm (as in DCGAN): its gradient is zero in exact arithmetic, so Adam
+        # would turn rounding noise into lr-sized steps there, and sampling would depend on it.
+        self.seed = nn.Sequential(nn.Linear(z_dim, widths[0] * 16, bias=False), nn.BatchNorm1d(widths[0] * 16), nn.ReLU(True))
         layers = []
         for c_in, c_out in zip(widths[:-1], widths[1:]):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
