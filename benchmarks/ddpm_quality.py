@@ -47,7 +47,7 @@ def main() -> None:
 
     import lightning as L
 
-    from embedlab.classifier import load_classifier
+    from embedlab.classifiers.nets import load_classifier
     from embedlab.data.prepare import read_prepared
     from embedlab.evaluation import predict
     from embedlab.methods.diffusion import models

@@ -74,9 +74,9 @@ def label_skew_job(alpha: float, algorithm: str, seed: int, rounds: int, steps: 
 
     from embedlab.data.partition import label_skew
     from embedlab.data.prepare import read_prepared
+    from embedlab.embedders import build_embedding
     from embedlab.methods.federated.clients import Embedder, pooled
     from embedlab.methods.federated.engine import ClientData, RunConfig, simulate
-    from embedlab.methods.federated.runs import build_embedding
     from embedlab.params import load_params
 
     torch.set_num_threads(1)

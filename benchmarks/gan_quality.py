@@ -28,13 +28,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    from embedlab.classifier import load_classifier
+    from embedlab.classifiers.nets import load_classifier
     from embedlab.data.prepare import read_prepared
     from embedlab.evaluation.samples import SampleScorer
     from embedlab.methods.gan.arms import sample
-    from embedlab.methods.gan.benchmarks import Job, restore_generator
     from embedlab.methods.gan.method import run_job
-    from embedlab.methods.gan.scoring import score_stacked, stacked_ceiling
+    from embedlab.methods.gan.modes import score_stacked, stacked_ceiling
+    from embedlab.methods.gan.parts import Job, restore_generator
     from embedlab.params import load_params, parse_params
     from embedlab.paths import Paths
 

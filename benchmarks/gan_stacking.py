@@ -123,7 +123,7 @@ def _update(opt: torch.optim.Optimizer, loss: Tensor) -> None:
 # ---- the measurements -------------------------------------------------------------------------
 
 def setting(params, bench: str):
-    from embedlab.methods.gan.benchmarks import build_generator, disc_factory, gen_config, real_sampler
+    from embedlab.methods.gan.parts import build_generator, disc_factory, gen_config, real_sampler
 
     images, labels = torch.rand(200, 1, 16, 16) * 2 - 1, torch.arange(200) % 10
     config = gen_config(params, bench, 16)
@@ -136,8 +136,8 @@ def same_numbers(params, trainer, steps: int, drift_steps: int) -> dict:
     `drift_steps`) whose D loss differs by more than 1e-4: a GAN amplifies 1-ulp differences
     (float order) until the runs part, as two identical runs on different hardware would."""
     from embedlab.methods.gan.arms import sample
-    from embedlab.methods.gan.benchmarks import loop_config
     from embedlab.methods.gan.module import Run, train_runs
+    from embedlab.methods.gan.parts import loop_config
 
     out = {}
     for bench in ("ring", "stacked_weak"):
@@ -167,9 +167,9 @@ def same_numbers(params, trainer, steps: int, drift_steps: int) -> dict:
 
 
 def speed(params, trainer, bench: str, jobs, steps: int | None) -> dict:
-    from embedlab.methods.gan.benchmarks import loop_config
     from embedlab.methods.gan.method import stacks_of
     from embedlab.methods.gan.module import Run, train_runs
+    from embedlab.methods.gan.parts import loop_config
 
     make_gen, make_disc, real = setting(params, bench)
 
@@ -202,8 +202,8 @@ def main() -> None:
 
     import logging
 
-    from embedlab.methods.gan.benchmarks import Job, loop_config
     from embedlab.methods.gan.module import Run, train_runs
+    from embedlab.methods.gan.parts import Job, loop_config
     from embedlab.params import load_params
 
     warnings.filterwarnings("ignore")

@@ -36,9 +36,9 @@ def main() -> None:
 
     from embedlab.jobs import Pool
     from embedlab.methods.gan.arms import sample
-    from embedlab.methods.gan.benchmarks import TOY, Job, mixture, restore_generator
     from embedlab.methods.gan.method import _stack, stacks_of
-    from embedlab.methods.gan.scoring import score_toy, toy_ceiling
+    from embedlab.methods.gan.modes import score_toy, toy_ceiling
+    from embedlab.methods.gan.parts import TOY, Job, mixture, restore_generator
     from embedlab.params import load_params, parse_params
     from embedlab.paths import Paths
 

@@ -65,7 +65,7 @@ def main() -> None:
 
     import torch
 
-    from embedlab.classifier import load_classifier
+    from embedlab.classifiers.nets import load_classifier
     from embedlab.methods.diffusion.experts import distillation_loss
     from embedlab.methods.diffusion.given import schedule_of
     from embedlab.methods.diffusion.lora import add_lora

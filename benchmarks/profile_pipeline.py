@@ -233,8 +233,8 @@ def gan_image(params, s1, s2) -> dict:
     import torch
 
     from embedlab.data.prepare import read_prepared
-    from embedlab.methods.gan.benchmarks import build_generator, disc_factory, gen_config, loop_config, real_sampler
     from embedlab.methods.gan.module import Run, train_runs
+    from embedlab.methods.gan.parts import build_generator, disc_factory, gen_config, loop_config, real_sampler
     from embedlab.paths import Paths
 
     sys.path.insert(0, str(REPO / "benchmarks"))

@@ -34,7 +34,7 @@ def _load(params_file: Path, root: Path):
 
 
 def _model(name: str):
-    from embedlab.methods import get_model
+    from embedlab.catalogue import get_model
 
     try:
         return get_model(name)
@@ -140,7 +140,7 @@ def train(name: str, params_file: Path = ParamsOption, root: Path = RootOption) 
 @app.command()
 def pretrain(name: str, params_file: Path = ParamsOption, root: Path = RootOption) -> None:
     """Train a network a claim holds fixed (ddpm, tokenizer) once, into models/<name>/."""
-    from embedlab.methods import get_given
+    from embedlab.catalogue import get_given
 
     try:
         given = get_given(name)
@@ -156,7 +156,7 @@ def pretrain(name: str, params_file: Path = ParamsOption, root: Path = RootOptio
 @app.command()
 def evaluate(name: str, params_file: Path = ParamsOption, root: Path = RootOption) -> None:
     """Score one model: metrics/<name>.json and plots/<name>/."""
-    from embedlab.classifier import load_classifier
+    from embedlab.classifiers.nets import load_classifier
 
     model = _model(name)
     params, paths = _load(params_file, root)

@@ -6,12 +6,14 @@ out-of-range value stops a stage before any work, naming the key and the range.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from embedlab.catalogue import MODELS, params_module
 from embedlab.sections import PositiveFloats, Section
 
 
@@ -183,18 +185,10 @@ class CoreParams(Section):
 
 
 def method_schemas() -> dict[str, type[Section]]:
-    """{name: section schema} of every method in MODELS: `SCHEMA` of the package's params.py
+    """{name: section schema} of every method in the catalogue: `SCHEMA` of the package's params.py
     (methods/<name>/params.py). The classifiers' sections are core ones."""
-    import importlib
-
-    from embedlab.methods import MODELS
-
-    schemas = {}
-    for name, target in MODELS.items():
-        package = target.partition(":")[0].rpartition(".")[0]
-        if package.startswith("embedlab.methods."):
-            schemas[name] = importlib.import_module(f"{package}.params").SCHEMA
-    return schemas
+    return {name: importlib.import_module(module).SCHEMA for name in MODELS
+            if (module := params_module(name)) is not None}
 
 
 # params.yaml's model: the core sections, then one per method (a method's section defaults to its

@@ -16,6 +16,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from embedlab.methods.federated.params import TUNED_ARMS
+
 MARKER = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
 
 
@@ -186,8 +188,6 @@ def federated_table(root: Path) -> str:
 
 def _federated_tuned(tuning: dict) -> list[tuple[str, dict]]:
     """(arm, its tuning record) for every tuned federated arm in metrics' `tuning`, in tuning order."""
-    from embedlab.methods.federated.params import TUNED_ARMS
-
     return [(arm, tuning[arm]) for arm in TUNED_ARMS if isinstance(tuning.get(arm), dict)]
 
 

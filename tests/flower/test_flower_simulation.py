@@ -6,8 +6,9 @@ import torch
 
 from embedlab.methods.federated import flower_app
 from embedlab.methods.federated.clients import feature_shift_clients
-from embedlab.methods.federated.engine import RunConfig, simulate
+from embedlab.methods.federated.engine import RunConfig
 from embedlab.methods.federated.nets import unstack
+from embedlab.methods.federated.simulation import simulate
 
 
 def digits_partition(path):

@@ -30,7 +30,7 @@ def test_the_add_a_method_page_works_as_written(tiny_pipeline, tmp_path):
         (repo_copy / rel).write_text(code)
 
     # 1. one MODELS line (the page's edit, made in the dict)
-    init = repo_copy / "src/embedlab/methods/__init__.py"
+    init = repo_copy / "src/embedlab/catalogue.py"
     text = init.read_text()
     assert 'MODELS["toy"] = "embedlab.methods.toy.method"' in page
     init.write_text(text.replace('    "diffusion": "embedlab.methods.diffusion.method",\n',
@@ -71,7 +71,7 @@ def test_the_add_a_method_page_works_as_written(tiny_pipeline, tmp_path):
 
     # The interface, the bundle and the model card, read back in a process that sees the copy.
     check = """
-from embedlab.methods import get_model
+from embedlab.catalogue import get_model
 from embedlab.methods.base import Method
 from embedlab.params import load_params
 from embedlab.registry import download_bundle, model_card_of

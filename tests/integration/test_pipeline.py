@@ -60,7 +60,7 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(pipeline_run, tmp_path, monkey
     # models:/embedlab-evaluator@champion predicts exactly what the trained weights predict.
     import torch
 
-    from embedlab.classifier import load_classifier
+    from embedlab.classifiers.nets import load_classifier
     from embedlab.data.prepare import read_prepared
     from embedlab.paths import Paths
     from embedlab.registry import load_model
@@ -115,7 +115,7 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(pipeline_run, tmp_path, monkey
     scores = gan_metrics["tuning"]["scores"]
     assert {k.split("/")[0] for k in scores} == {"ring", "grid"} | ({"stacked_weak"} if stacked else set())
     assert {len(v) for v in scores.values()} == {2}
-    from embedlab.methods.gan.benchmarks import load_generator
+    from embedlab.methods.gan.parts import load_generator
     from embedlab.registry import download_bundle
 
     z = torch.randn(5, 32)
@@ -161,7 +161,7 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(pipeline_run, tmp_path, monkey
     assert fed_receipt["metric"] == "published.accuracy"
     assert fed_receipt["value"] == fed["published"]["accuracy"]["value"]
     assert fed["published"]["chosen_by"].startswith("final-round val accuracy")
-    from embedlab.methods.federated.runs import load_runs
+    from embedlab.methods.federated.parts import load_runs
     from embedlab.methods.federated.scoring import _rebuild
 
     info, states = load_runs(paths.model_dir("federated"))
@@ -234,7 +234,7 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(pipeline_run, tmp_path, monkey
     assert tuple(namespace["label_skew"].shape) == (4, 10)
     assert tuple(namespace["guided"].shape) == (80, 1, 16, 16)
     assert namespace["card"].startswith("# embedlab-gan") and "## Claims" in namespace["card"]
-    from embedlab.methods import get_model
+    from embedlab.catalogue import get_model
 
     reloaded = get_model("evaluator").load_bundle(download_bundle("evaluator", tmp_path / "eval-bundle", paths=paths))
     assert torch.allclose(reloaded(x), local(x))

@@ -95,7 +95,7 @@ def test_a_stale_given_ddpm_is_refused(trained):
 
 
 def test_the_exported_bundle_carries_the_given_ddpm(trained, tmp_path):
-    from embedlab.classifier import load_classifier
+    from embedlab.classifiers.nets import load_classifier
     from embedlab.io import save_tensors
     from embedlab.methods.diffusion import method
     from embedlab.methods.diffusion.parts import Parts

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from embedlab.classifier import BackboneNet
+from embedlab.classifiers.nets import BackboneNet
 from embedlab.methods.diffusion.experts import MultiExpert, distillation_loss, expert_index, expert_range
 from embedlab.methods.diffusion.lora import LoRAConv2d, LoRALinear, add_lora, trainable_parameters
 from embedlab.methods.diffusion.schedule import Schedule, classifier_grad, ddim_sample, ddim_timesteps

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from embedlab.classifier import EvaluatorNet
+from embedlab.classifiers.nets import EvaluatorNet
 from embedlab.evaluation import class_accuracy, class_histogram_kl, confusion_matrix, count_modes, predict
 from embedlab.evaluation.fid import frechet_distance
 from embedlab.evaluation.grids import class_grid, save_grid

@@ -18,15 +18,14 @@ from embedlab.methods.federated.engine import (
     ClientData,
     RunConfig,
     balanced_labels,
-    client_update,
     loss_ratio,
     multi_kernel_mmd,
     rbf_mmd2,
-    simulate,
     split_payload,
 )
 from embedlab.methods.federated.nets import ClientCNN, ReleasedRTNet, stack, unstack
 from embedlab.methods.federated.params import FRAugDampedParams, FRAugParams, GGEURParams
+from embedlab.methods.federated.simulation import client_update, simulate
 
 CNN = {"kind": "cnn", "image_size": 8, "num_classes": 10, "width": 4, "embedding_dim": 8}
 

@@ -16,7 +16,7 @@ def _stand_in(job, raw, root, num_classes, image_size, progress):
     """A run's final val accuracy from the configuration it trains with (no data read)."""
     from dataclasses import asdict
 
-    from embedlab.methods.federated.runs import apply_choice
+    from embedlab.methods.federated.parts import apply_choice
 
     params = parse_params(raw)
     if job.config >= 0:
@@ -29,7 +29,7 @@ def _stand_in(job, raw, root, num_classes, image_size, progress):
 
 def test_every_arm_gets_the_same_budget_and_trains_with_its_own_choice(monkeypatch, tmp_path):
     from embedlab.methods.federated import method
-    from embedlab.methods.federated.runs import TUNED
+    from embedlab.methods.federated.parts import TUNED
 
     monkeypatch.setattr(method, "_worker_run", _stand_in)
     params = parse_params({"trainer": {"progress_bar": False}, "federated": {

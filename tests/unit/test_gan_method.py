@@ -8,7 +8,9 @@ import torch
 from torch import nn
 
 from embedlab.io import save_weights
-from embedlab.methods.gan.benchmarks import (
+from embedlab.methods.gan.method import choose_value, planned_jobs, run_job, selection_jobs
+from embedlab.methods.gan.modes import score_stacked, stacked_mode_count, stacked_readings
+from embedlab.methods.gan.parts import (
     Job,
     gen_config,
     load_generator,
@@ -16,8 +18,7 @@ from embedlab.methods.gan.benchmarks import (
     real_sampler,
     restore_generator,
 )
-from embedlab.methods.gan.method import choose_value, planned_jobs, run_job, selection_jobs
-from embedlab.methods.gan.scoring import published_seed, score_stacked, stacked_mode_count, stacked_readings
+from embedlab.methods.gan.scoring import published_seed
 from embedlab.params import Params, ParamsError, parse_params
 
 # Ten grey levels, one per class: a channel filled with LEVELS[c] reads as class c.

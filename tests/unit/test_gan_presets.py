@@ -36,7 +36,7 @@ def tiny(stacked: bool) -> Params:
 
 @pytest.fixture(scope="module", params=[False, True], ids=["cpu-default", "stacked"])
 def evaluated(request, tmp_path_factory, digits_prepared):
-    from embedlab.classifier import BackboneNet, EvaluatorNet, save_classifier
+    from embedlab.classifiers.nets import BackboneNet, EvaluatorNet, save_classifier
     from embedlab.data.prepare import write_prepared
     from embedlab.methods.gan import method
 
@@ -87,7 +87,7 @@ def test_the_stacked_switch_decides_every_stacked_run(evaluated):
 
 def test_the_published_generator_is_the_backbones_choice_of_the_benchmark_that_ran(evaluated, monkeypatch, tmp_path):
     from embedlab.methods.gan import method
-    from embedlab.methods.gan.benchmarks import load_generator
+    from embedlab.methods.gan.parts import load_generator
     from embedlab.methods.gan.scoring import published_seed
     from embedlab.registry import download_bundle, load_model, publish
 

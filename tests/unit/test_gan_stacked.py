@@ -123,8 +123,8 @@ def test_stacked_adam_is_torch_adam_with_one_learning_rate_per_run():
 
 
 def test_the_stage_stacks_2d_runs_by_d_inputs_and_image_runs_alone_on_a_cpu():
-    from embedlab.methods.gan.benchmarks import Job
     from embedlab.methods.gan.method import stacks_of
+    from embedlab.methods.gan.parts import Job
 
     jobs = [Job(bench, arm, seed) for bench in ("ring", "stacked_weak") for arm in ARMS for seed in (0, 1)]
     cpu = stacks_of(jobs, "cpu")

@@ -23,9 +23,9 @@ def gpu_setup(tmp_path_factory):
     `trainer.accelerator: gpu`."""
     import yaml
 
+    from embedlab.catalogue import get_model
     from embedlab.data.partition import run_partition
     from embedlab.data.prepare import read_prepared, run_prepare
-    from embedlab.methods import get_model
     from embedlab.methods.diffusion import given
     from embedlab.params import parse_params
     from embedlab.paths import Paths
@@ -80,8 +80,8 @@ def test_a_gan_stack_trains_on_the_gpu_in_bf16_and_samples_there():
 def test_a_method_trains_and_evaluates_with_its_work_on_the_gpu(gpu_setup, name):
     import json
 
-    from embedlab.classifier import load_classifier
-    from embedlab.methods import get_model
+    from embedlab.catalogue import get_model
+    from embedlab.classifiers.nets import load_classifier
 
     params, paths = gpu_setup
     model = get_model(name)

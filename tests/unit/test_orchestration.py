@@ -30,7 +30,7 @@ def dvc_vars() -> dict:
 
 
 def test_the_model_lists_of_dvc_yaml_agree_with_each_other_and_the_cli():
-    from embedlab.methods import MODELS
+    from embedlab.catalogue import MODELS
 
     v = dvc_vars()
     # The fixed references train in their own stage group (their weights are committed, cache: false);

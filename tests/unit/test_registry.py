@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 from embedlab import registry
+from embedlab.methods.base import ModelBundle
 from embedlab.params import Params, RegistryParams
 from embedlab.paths import Paths
-from embedlab.registry import ModelBundle, load_model, publish
+from embedlab.registry import load_model, publish
 
 PREPARED_MD5 = "0123456789abcdef0123456789abcdef.dir"
 
@@ -202,7 +203,7 @@ def test_load_by_alias_matches_module_without_unpickling(paths, monkeypatch, tmp
     import mlflow
 
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
-    with registry._global_tracking_uri(mlflow, registry.tracking_uri(paths)):
+    with registry.global_tracking_uri(mlflow, registry.tracking_uri(paths)):
         by_mlflow = mlflow.pytorch.load_model("models:/embedlab-loadme@champion")
     assert torch.allclose(by_mlflow(batch), expected, atol=1e-6)
 
@@ -222,8 +223,8 @@ def test_pickled_version_is_refused(paths):
     uri = registry.tracking_uri(paths)
     client = mlflow.MlflowClient(tracking_uri=uri)
     # The test experiment keeps artifacts under tmp; "Default" would write ./mlruns in the cwd.
-    experiment_id = registry._experiment_id(client, "embedlab-test", uri)
-    with registry._global_tracking_uri(mlflow, uri), mlflow.start_run(experiment_id=experiment_id):
+    experiment_id = registry.experiment_id(client, "embedlab-test", uri)
+    with registry.global_tracking_uri(mlflow, uri), mlflow.start_run(experiment_id=experiment_id):
         info = mlflow.pytorch.log_model(TinyCNN().eval(), name="model", serialization_format="pickle",
                                         pip_requirements=["torch"], registered_model_name="embedlab-pickled")
     client.set_registered_model_alias("embedlab-pickled", "champion", info.registered_model_version)

@@ -154,7 +154,7 @@ def test_verdict_lower_is_better_and_an_unmet_precondition():
 
 
 def test_sample_scorer_floor_matches_class_counts_and_caps_n(digits_prepared):
-    from embedlab.classifier import EvaluatorNet
+    from embedlab.classifiers.nets import EvaluatorNet
     from embedlab.evaluation.samples import SampleScorer
 
     torch.manual_seed(0)

@@ -42,8 +42,8 @@ def test_cpu_resolution():
 
 
 def test_tiny_classifier_fit_saves_loadable_weights(tmp_path, digits_prepared):
-    from embedlab.classifier import load_classifier
-    from embedlab.classifier_stages import EVALUATOR
+    from embedlab.classifiers.method import EVALUATOR
+    from embedlab.classifiers.nets import load_classifier
     from embedlab.data.prepare import write_prepared
 
     paths = Paths(tmp_path)

@@ -24,7 +24,7 @@ def _no_tokenizer_training(*args, **kwargs):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, digits_prepared):
-    from embedlab.classifier import BackboneNet, save_classifier
+    from embedlab.classifiers.nets import BackboneNet, save_classifier
     from embedlab.data.prepare import write_prepared
     from embedlab.methods.vq import given, method
 
@@ -70,7 +70,7 @@ def test_train_fits_both_priors_on_the_given_tokenizer(trained):
 
 
 def test_evaluate_and_publish(trained, monkeypatch, tmp_path, digits_prepared):
-    from embedlab.classifier import EvaluatorNet
+    from embedlab.classifiers.nets import EvaluatorNet
     from embedlab.methods.vq import method
     from embedlab.methods.vq.given import load_tokenizer
     from embedlab.registry import load_model, publish
@@ -124,7 +124,7 @@ def test_evaluate_and_publish(trained, monkeypatch, tmp_path, digits_prepared):
 
 
 def test_federated_embeds_with_a_copy_of_the_given_tokenizer(trained, digits_prepared, tmp_path):
-    from embedlab.methods.federated.runs import EMBEDDING_DIR, copy_embedder, load_embedder
+    from embedlab.methods.federated.parts import EMBEDDING_DIR, copy_embedder, load_embedder
     from embedlab.methods.vq.given import load_tokenizer
 
     params, paths = trained

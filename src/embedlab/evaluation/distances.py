@@ -24,13 +24,12 @@ import numpy as np
 import torch
 
 from embedlab.evaluation.intervals import score
+from embedlab.evaluation.scores import predict
 
 
 @torch.no_grad()
 def features(net: torch.nn.Module, images, batch_size: int = 512) -> torch.Tensor:
     """(N, D) float64 penultimate features of images in [-1, 1]."""
-    from embedlab.evaluation.scores import predict
-
     return predict(net, images, batch_size)[1].double()
 
 

@@ -27,12 +27,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from embedlab.data.prepare import read_prepared
+from embedlab.evaluation import class_accuracy, predict
+from embedlab.evaluation.distances import features, frechet_distance
 from embedlab.io import load_tensors, save_tensors, write_json_atomic
+from embedlab.jobs import run_graph
+from embedlab.live import open_live
+from embedlab.methods.diffusion.experts import expert_module, expert_range, supervised_module, teacher_logits
 from embedlab.methods.diffusion.given import check_current, fit, fit_ddpm, load_ddpm, schedule_of
+from embedlab.methods.diffusion.lora import add_lora
+from embedlab.methods.diffusion.models import _Steps
 from embedlab.methods.diffusion.parts import NAME, PRIMARY_METRIC, Parts, _backbone, requested_labels, seed_dir
+from embedlab.methods.diffusion.schedule import ddim_sample
 from embedlab.methods.diffusion.scoring import evaluate, export, load_bundle
-from embedlab.params import Params
+from embedlab.params import Params, parse_params
 from embedlab.paths import Paths
+from embedlab.training import resolve_device
 
 # The method interface (methods/base.py): this module trains; scoring.py evaluates and exports.
 name = NAME
@@ -43,8 +53,6 @@ SELECTION_SEED = 100  # the sweep's sampling seed: never one of the reported see
 
 
 def _data(paths: Paths, split: str):
-    from embedlab.data.prepare import read_prepared
-
     data = read_prepared(paths.prepared)
     x, y = data.split(split)
     return torch.from_numpy(x), torch.from_numpy(y), data.num_classes
@@ -68,8 +76,6 @@ def train_cfg_ddpm(params: Params, paths: Paths, seed: int) -> dict:
 def kd_images(unet, params: Params, n: int, seed: int, image_size: int) -> tuple[torch.Tensor]:
     """PPAP's distillation set: `n` samples of the given unconditional DDPM. Images only — a
     1-tuple, so no label can ride along (the experts' training step unpacks exactly one)."""
-    from embedlab.methods.diffusion.schedule import ddim_sample
-
     p = params.diffusion
     gen = torch.Generator().manual_seed(seed)
     out = [ddim_sample(unet.eval(), schedule_of(p.ddpm), (min(500, n - i), 1, image_size, image_size), p.ddim_steps,
@@ -81,10 +87,6 @@ def train_experts(params: Params, paths: Paths, seed: int, which: list[int]) -> 
     """PPAP experts `which` of one training seed, each saved as expert_<i>.safetensors (`collect` joins
     them). Every worker of a seed draws the same distillation set (the seed's own sampling stream
     of the given DDPM)."""
-    from embedlab.methods.diffusion.experts import expert_module, expert_range, teacher_logits
-    from embedlab.methods.diffusion.lora import add_lora
-    from embedlab.methods.diffusion.models import _Steps
-
     p = params.diffusion
     out = seed_dir(paths, seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,9 +116,6 @@ def train_supervised(params: Params, paths: Paths, seed: int, which: list[int]) 
     backbone, every weight fine-tuned on labelled noisy train images x_t of that range, with the
     same step budget, batch size and optimiser as a PPAP expert (lr `supervised_lr`)."""
     import copy
-
-    from embedlab.methods.diffusion.experts import expert_range, supervised_module
-    from embedlab.methods.diffusion.models import _Steps
 
     p = params.diffusion
     x, y, _ = _data(paths, "train")
@@ -153,9 +152,6 @@ def sweep(params: Params, paths: Paths, seed: int, arms: list[str], keep_images:
     """Phase 2 for one training seed: each arm's scale, chosen by the backbone on samples at
     SELECTION_SEED: the highest backbone accuracy on the requested class among scales whose
     backbone-feature FD to the val split stays within `fd_guard` x the unguided samples' FD."""
-    from embedlab.evaluation import class_accuracy, predict
-    from embedlab.evaluation.distances import features, frechet_distance
-
     p = params.diffusion
     parts = Parts.from_stage(params, paths, seed)
     val, _, _ = _data(paths, "val")
@@ -189,8 +185,6 @@ def sweep(params: Params, paths: Paths, seed: int, arms: list[str], keep_images:
 
 def _run_part(name: str, raw: dict, root: str, seed: int, arg=None):
     """One job of `plan` in a worker: params and paths travel as plain values."""
-    from embedlab.params import parse_params
-
     params, paths = parse_params(raw), Paths(Path(root))
     if name == "ddpm_cond":
         return train_cfg_ddpm(params, paths, seed)
@@ -229,9 +223,6 @@ def plan(p) -> tuple[dict, dict]:
 
 def train(params: Params, paths: Paths) -> None:
     from tqdm.auto import tqdm
-
-    from embedlab.jobs import run_graph
-    from embedlab.training import resolve_device
 
     p = params.diffusion
     check_current(params, paths)  # the given DDPM: present, and trained on these params and data
@@ -276,8 +267,6 @@ def train(params: Params, paths: Paths) -> None:
 def log_live(live_dir: Path, results: dict, seed: str) -> None:
     """dvclive/diffusion/: the first seed's scale sweep (backbone accuracy and backbone FD to val
     per arm, one step per scale index) and every seed's chosen scales."""
-    from embedlab.live import open_live
-
     with open_live(live_dir) as live:
         live.summary["chosen_scale"] = {s: {arm: v["chosen"] for arm, v in per.items()}
                                         for s, per in results["scales"].items()}

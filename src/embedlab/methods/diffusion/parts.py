@@ -8,8 +8,12 @@ from pathlib import Path
 
 import torch
 
+from embedlab.classifiers.nets import load_classifier
 from embedlab.io import load_tensors
+from embedlab.methods.diffusion.experts import MultiExpert
 from embedlab.methods.diffusion.given import build_unet, load_ddpm, schedule_of
+from embedlab.methods.diffusion.lora import add_lora
+from embedlab.methods.diffusion.schedule import classifier_grad, ddim_sample
 from embedlab.params import Params
 from embedlab.paths import Paths
 
@@ -23,8 +27,6 @@ def seed_dir(paths: Paths, seed: int) -> Path:
 
 
 def _backbone(paths: Paths, device="cpu"):
-    from embedlab.classifier import load_classifier
-
     return load_classifier(paths.model_dir("backbone"), device).eval()
 
 
@@ -36,9 +38,6 @@ class Parts:
 
     def __init__(self, p, model_dir: Path, backbone: torch.nn.Module, image_size: int, ddpm: tuple, device="cpu"):
         import copy
-
-        from embedlab.methods.diffusion.experts import MultiExpert
-        from embedlab.methods.diffusion.lora import add_lora
 
         self.p, self.device = p, torch.device(device)
         self.uncond, d = ddpm
@@ -83,8 +82,6 @@ class Parts:
     @torch.no_grad()
     def sample(self, arm: str, labels: torch.Tensor, scale: float, seed: int, batch: int = 500) -> torch.Tensor:
         """Images (N, 1, S, S) in [-1, 1] for the requested `labels`, by DDIM at ddim_steps."""
-        from embedlab.methods.diffusion.schedule import classifier_grad, ddim_sample
-
         if arm == "cfg" and self.cond is None:
             raise ValueError("the cfg arm needs the conditional DDPM, trained only for diffusion.cfg_seeds")
         gen = torch.Generator().manual_seed(seed)

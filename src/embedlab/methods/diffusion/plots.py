@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from embedlab.evaluation.grids import class_grid, save_grid
+
 
 def plot_all(out: Path, images: dict, labels: torch.Tensor, num_classes: int, sweep: dict, metrics: dict) -> None:
     import matplotlib
@@ -13,8 +15,6 @@ def plot_all(out: Path, images: dict, labels: torch.Tensor, num_classes: int, sw
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import pandas as pd
-
-    from embedlab.evaluation.grids import class_grid, save_grid
 
     out.mkdir(parents=True, exist_ok=True)
     for arm, imgs in images.items():

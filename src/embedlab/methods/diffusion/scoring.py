@@ -18,7 +18,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embedlab.io import load_tensors, write_json_atomic
+from embedlab.classifiers.nets import build_classifier
+from embedlab.data.prepare import read_prepared
+from embedlab.evaluation import class_accuracy, predict
+from embedlab.evaluation.claims import precondition, verdict
+from embedlab.evaluation.intervals import METHODS, mean_interval, over_seeds, value_of
+from embedlab.evaluation.samples import SampleScorer, evaluator_id, weights_id
+from embedlab.io import load_tensors, load_weights, write_json_atomic
+from embedlab.methods.base import ModelBundle
+from embedlab.methods.diffusion.given import WEIGHTS, ddpm_from, read_config
+from embedlab.methods.diffusion.lora import trainable_parameters
+from embedlab.methods.diffusion.params import DiffusionParams
+from embedlab.methods.diffusion.parts import GUIDED, NAME, PRIMARY_METRIC, Parts, requested_labels, seed_dir
+from embedlab.methods.diffusion.plots import plot_all
+from embedlab.methods.diffusion.schedule import ddim_step, ddim_timesteps
 from embedlab.params import Params
 from embedlab.paths import Paths
 
@@ -38,9 +51,6 @@ def room(info: dict, acc: dict | None = None) -> dict:
     fails to guide (supervised - naive >= ROOM) in the sweeps' backbone accuracies, mean over
     training seeds, with its interval. The same difference in the evaluator's test scores is
     reported beside it (`test_value`), never as the gate."""
-    from embedlab.evaluation.claims import precondition
-    from embedlab.evaluation.intervals import mean_interval
-
     diffs = [sweep_accuracy(info, s, "supervised") - sweep_accuracy(info, s, "naive") for s in info["scales"]]
     mean, lo, hi = mean_interval(diffs)
     test = float(np.mean(acc["supervised"]) - np.mean(acc["naive"])) if acc else None
@@ -52,9 +62,6 @@ def room(info: dict, acc: dict | None = None) -> dict:
 
 def claims(per_seed: dict, seeds: list[int], info: dict) -> dict:
     """PPAP's claims from per-seed guided accuracies (evaluation.claims), gated by `room`."""
-    from embedlab.evaluation.claims import verdict
-    from embedlab.evaluation.intervals import value_of
-
     acc = {arm: [value_of(s["accuracy"]) for s in runs] for arm, runs in per_seed.items() if "accuracy" in runs[0]}
     requires = room(info, acc)
     return {
@@ -76,12 +83,6 @@ def published_seed(info: dict) -> int:
 
 def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     from tqdm.auto import tqdm
-
-    from embedlab.data.prepare import read_prepared
-    from embedlab.evaluation.intervals import METHODS, over_seeds
-    from embedlab.evaluation.samples import SampleScorer, evaluator_id, weights_id
-    from embedlab.methods.diffusion.lora import trainable_parameters
-    from embedlab.methods.diffusion.parts import GUIDED, NAME, Parts, requested_labels
 
     p, e = params.diffusion, params.evaluation
     model_dir = paths.model_dir(NAME)
@@ -153,16 +154,12 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
                               p.sweep_per_class)
     metrics["sweep"] = sweep_rows
     write_json_atomic(paths.metrics(NAME), metrics)
-    from embedlab.methods.diffusion.plots import plot_all
 
     plot_all(paths.plots(NAME), first_images, labels, parts.num_classes, sweep_rows, metrics)
     return metrics
 
 
 def _score_sweep(model_dir: Path, scales: dict, evaluator, num_classes: int, per_class: int) -> dict:
-    from embedlab.evaluation import class_accuracy, predict
-    from embedlab.methods.diffusion.parts import requested_labels
-
     labels = requested_labels(num_classes, per_class)
     out = {}
     for arm, entry in scales.items():
@@ -180,10 +177,8 @@ class UnguidedSampler(torch.nn.Module):
     """The published program: deterministic DDIM with the given unconditional EMA DDPM, x_T -> x_0
     (the same `ddim_step` as every sampler here). Guided sampling needs gradients of a
     classifier, which a torch.export program cannot take: the bundle carries the parts (`load_bundle`)."""
-
     def __init__(self, unet, schedule, steps: int, clip: bool = True):
         super().__init__()
-        from embedlab.methods.diffusion.schedule import ddim_timesteps
 
         self.unet = unet.eval()
         self.clip = clip
@@ -194,8 +189,6 @@ class UnguidedSampler(torch.nn.Module):
         self.register_buffer("a_next", torch.stack([ab[t] for t in times[1:]] + [torch.tensor(1.0)]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from embedlab.methods.diffusion.schedule import ddim_step
-
         for i, t in enumerate(self.times):
             tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
             last = i + 1 == len(self.times)
@@ -207,10 +200,6 @@ def export(params: Params, paths: Paths):
     """The published seed's parts (chosen on the backbone's sweep, `published_seed`), its
     unguided sampler as the program, gated on that seed's PPAP guided accuracy. The given DDPM
     rides along (weights, and its config under config["ddpm"]): the bundle stands alone."""
-    from embedlab.methods.diffusion.given import WEIGHTS, read_config
-    from embedlab.methods.diffusion.parts import NAME, PRIMARY_METRIC, Parts, seed_dir
-    from embedlab.registry import ModelBundle
-
     metrics = json.loads(paths.metrics(NAME).read_text())
     seed = metrics["published"]["seed"]
     parts = Parts.from_stage(params, paths, seed)
@@ -237,12 +226,6 @@ def export(params: Params, paths: Paths):
 def load_bundle(bundle_dir: Path, device="cpu"):
     """A downloaded `embedlab-diffusion` bundle -> the `Parts` that sample every arm:
     `parts.sample("ppap", labels, parts_scale, seed)` with the scale from config["scales"]."""
-    from embedlab.classifier import build_classifier
-    from embedlab.io import load_weights
-    from embedlab.methods.diffusion.given import WEIGHTS, ddpm_from
-    from embedlab.methods.diffusion.params import DiffusionParams
-    from embedlab.methods.diffusion.parts import Parts
-
     bundle_dir = Path(bundle_dir)
     config = json.loads((bundle_dir / "config.json").read_text())
     backbone = build_classifier(config["backbone"]["arch"], **config["backbone"]["kwargs"])

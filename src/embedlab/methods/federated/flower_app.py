@@ -5,7 +5,7 @@ share, so it lives in .venv-flower). The apps move only what `client_update` ret
 
 - ClientApp `train`: receives the global state and the run's config, loads its own client
   data (its partition id picks its client from a partition-stage npz), calls
-  `engine.client_update`, keeps its private parts (FedBN's normalisation layers, FRAug's
+  `simulation.client_update`, keeps its private parts (FedBN's normalisation layers, FRAug's
   RTNet) in the node's `context.state`, and replies with the public state and its sample count.
 - ServerApp main: waits for the nodes, sends the global state, and merges the replies with
   `core.server_aggregate`, round after round.
@@ -35,7 +35,8 @@ from flwr.serverapp import Grid, ServerApp  # noqa: E402
 
 from embedlab.methods.federated import core  # noqa: E402
 from embedlab.methods.federated.clients import feature_shift_clients  # noqa: E402
-from embedlab.methods.federated.engine import RunConfig, client_update, initial_state, split_payload  # noqa: E402
+from embedlab.methods.federated.engine import RunConfig, initial_state, split_payload  # noqa: E402
+from embedlab.methods.federated.simulation import client_update  # noqa: E402
 
 RESULTS: dict = {}  # the ServerApp main runs in the caller's process: its result lands here
 

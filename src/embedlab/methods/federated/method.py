@@ -26,8 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from embedlab.data.partition import load_partition
 from embedlab.io import save_tensors, write_json_atomic
-from embedlab.methods.federated.runs import (
+from embedlab.jobs import run_graph
+from embedlab.live import open_live
+from embedlab.methods.federated.clients import feature_shift_subsets
+from embedlab.methods.federated.parts import (
     NAME,
     PRIMARY_METRIC,
     Job,
@@ -41,8 +45,9 @@ from embedlab.methods.federated.runs import (
     tuning_jobs,
 )
 from embedlab.methods.federated.scoring import evaluate, export, load_bundle
-from embedlab.params import Params
+from embedlab.params import Params, parse_params
 from embedlab.paths import Paths
+from embedlab.training import resolve_device
 
 # The method interface (methods/base.py): this module trains; scoring.py evaluates and exports.
 name = NAME
@@ -53,8 +58,7 @@ __all__ = ["name", "primary_metric", "needs_evaluator", "train", "evaluate", "ex
 
 def run_job(job: Job, params: Params, root: Path, num_classes: int, image_size: int, progress: bool = False) -> dict:
     """One run, scored on the val split each round. `progress`: a bar over its rounds."""
-    from embedlab.methods.federated.engine import simulate
-    from embedlab.training import resolve_device
+    from embedlab.methods.federated.simulation import simulate
 
     clients, stats_bytes = job_clients(params, root, job, "val", num_classes)
     cfg = run_config(params, job, num_classes, image_size)
@@ -77,8 +81,6 @@ def run_job(job: Job, params: Params, root: Path, num_classes: int, image_size: 
 
 
 def _worker_run(job: Job, raw: dict, root: str, num_classes: int, image_size: int, progress: bool) -> dict:
-    from embedlab.params import parse_params
-
     return run_job(job, parse_params(raw), Path(root), num_classes, image_size, progress=progress)
 
 
@@ -93,9 +95,6 @@ def run_all(params: Params, root: Path, num_classes: int, image_size: int,
     Returns (scored runs in `planned_jobs` order, the tuning record, the params each tuned arm
     trained with, by arm)."""
     from tqdm.auto import tqdm
-
-    from embedlab.jobs import run_graph
-    from embedlab.training import resolve_device
 
     in_process = resolve_device(params.trainer).type != "cpu" or params.federated.workers <= 1
     bars = progress and in_process
@@ -153,9 +152,6 @@ def _meta(paths: Paths) -> tuple[int, int]:
 
 
 def train(params: Params, paths: Paths) -> None:
-    from embedlab.data.partition import load_partition
-    from embedlab.methods.federated.clients import feature_shift_subsets
-
     fs = params.federated.feature_shift
     num_classes, image_size = _meta(paths)
     # Fail before any work if a size does not fit a client (the check every run makes).
@@ -193,8 +189,6 @@ def choose(params: Params, arm: str, runs: list[dict]) -> dict:
 def log_live(live_dir: Path, params: Params, results: list[dict]) -> None:
     """dvclive/federated/: the mean val-accuracy curve per algorithm (default feature-shift size
     and default label-skew alpha), one step per round."""
-    from embedlab.live import open_live
-
     size = params.federated.feature_shift.samples_per_client
     curves: dict[str, list] = {}
     for r in results:

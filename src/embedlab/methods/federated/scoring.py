@@ -17,7 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from embedlab.evaluation.claims import precondition, verdict
+from embedlab.evaluation.intervals import mean_interval, over_seeds, score, wilson
 from embedlab.io import load_tensors, write_json_atomic
+from embedlab.methods.base import ModelBundle
+from embedlab.methods.federated.engine import accuracies, build_model
+from embedlab.methods.federated.parts import EMBEDDING_DIR, NAME, PRIMARY_METRIC, Job, job_clients, label_skew_settings, load_runs
+from embedlab.methods.federated.plots import plot_all
 from embedlab.params import Params
 from embedlab.paths import Paths
 
@@ -28,8 +34,6 @@ LS_PAIRS = (("fedavg_ggeur", "fedavg"), ("fedprox_ggeur", "fedprox"), ("fedprox"
 
 
 def _rebuild(run: dict, states: dict) -> torch.nn.Module:
-    from embedlab.methods.federated.engine import build_model
-
     net = build_model(run["config"]["model"], len(run["clients"]))
     net.load_state_dict(states["net"])
     return net
@@ -37,9 +41,6 @@ def _rebuild(run: dict, states: dict) -> torch.nn.Module:
 
 def score_run(run: dict, states: dict, params: Params, root: Path) -> tuple[list[float], list[int]]:
     """Each client's test accuracy, and its number of test samples."""
-    from embedlab.methods.federated.engine import accuracies
-    from embedlab.methods.federated.runs import Job, job_clients
-
     job = Job(**run["job"])
     clients, _ = job_clients(params, root, job, "test", run["config"]["model"]["num_classes"])
     return accuracies(_rebuild(run, states), clients), [len(c.y_eval) for c in clients]
@@ -52,15 +53,11 @@ def _r(x: float) -> float | None:
 
 def _table(per_seed: dict[str, list[float]]) -> dict:
     """{"accuracy": {algorithm: mean over seeds with its t interval}} (evaluation.intervals)."""
-    from embedlab.evaluation.intervals import over_seeds
-
     return {"accuracy": {a: over_seeds(v) for a, v in per_seed.items()}}
 
 
 def _comparisons(per_seed: dict[str, list[float]], pairs, seeds, requires: dict | None = None) -> dict:
     """Paired verdicts (evaluation.claims) of a over b for every pair present."""
-    from embedlab.evaluation.claims import verdict
-
     out = {}
     for a, b in pairs:
         if a in per_seed and b in per_seed:
@@ -87,9 +84,6 @@ def preconditions(val: dict[str, list[float]], test: dict[str, list[float]] | No
     same head and steps on every client's rows at once). Each difference carries its interval
     over seeds; the same room in the test scores is reported beside it (`test_value`), never as
     the gate."""
-    from embedlab.evaluation.claims import precondition
-    from embedlab.evaluation.intervals import mean_interval, score
-
     out = {}
     for claim, (pairs, text) in ROOMS.items():
         names = {n for pair in pairs for n in pair}
@@ -110,8 +104,6 @@ def preconditions(val: dict[str, list[float]], test: dict[str, list[float]] | No
 
 def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     """`evaluator` is unused: these models classify for themselves, scored against test labels."""
-    from embedlab.methods.federated.runs import NAME, label_skew_settings, load_runs
-
     info, all_states = load_runs(paths.model_dir(NAME))
     f = params.federated
     per_seed: dict = defaultdict(lambda: defaultdict(list))  # (setting, size) -> algo -> [acc]
@@ -179,7 +171,6 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     metrics["seeds"] = list(f.seeds)
     metrics["wall_seconds"] = {"train": info["wall_seconds"], **{a: round(s, 1) for a, s in seconds.items()}}
     write_json_atomic(paths.metrics(NAME), metrics)
-    from embedlab.methods.federated.plots import plot_all
 
     plot_all(paths.plots(NAME), curves, per_client, metrics, fs, settings, params)
     return metrics
@@ -227,8 +218,6 @@ def published_variant(info: dict, params: Params) -> dict:
 def _published_accuracy(published: dict, info: dict, all_states: dict, params: Params, root: Path) -> dict:
     """Test accuracy of the published feature-shift run itself: every client's test shard
     pooled, with a Wilson interval. The registry gates on exactly this."""
-    from embedlab.evaluation.intervals import score, wilson
-
     run = next(r for r in info["runs"] if r["key"] == published["feature_shift"]["run"])
     accs, sizes = score_run(run, all_states[run["key"]], params, root)
     sizes = np.asarray(sizes)
@@ -238,9 +227,6 @@ def _published_accuracy(published: dict, info: dict, all_states: dict, params: P
 
 
 def export(params: Params, paths: Paths):
-    from embedlab.methods.federated.runs import NAME, PRIMARY_METRIC, load_runs
-    from embedlab.registry import ModelBundle
-
     model_dir = paths.model_dir(NAME)
     metrics = json.loads(paths.metrics(NAME).read_text())
     info, all_states = load_runs(model_dir)
@@ -261,7 +247,6 @@ def export(params: Params, paths: Paths):
                                "(models/tokenizer), its latent grid flattened; backbone = models/backbone's features"},
     }
     # The frozen embedder the label-skew head classifies, so the bundle stands alone.
-    from embedlab.methods.federated.runs import EMBEDDING_DIR
 
     emb = model_dir / EMBEDDING_DIR
     files["embedding.safetensors"] = load_tensors(next(p for p in sorted(emb.glob("*.safetensors"))))
@@ -287,12 +272,10 @@ def load_bundle(bundle_dir: Path, device="cpu") -> dict[str, torch.nn.Module]:
     config["feature_shift"]["clients"] order); "label_skew" -> the global linear head over the
     embeddings config["label_skew"]["embedding"] names, stacked once per client (all slots equal);
     "embedding" -> that frozen embedder, images (B, 1, S, S) -> (B, d)."""
-    from embedlab.methods.federated.engine import build_model
-
     config = json.loads((Path(bundle_dir) / "config.json").read_text())
     nets = {}
     if (Path(bundle_dir) / "embedding.json").exists():  # what the label-skew head classifies
-        from embedlab.methods.federated.runs import build_embedding
+        from embedlab.embedders import build_embedding
 
         emb = json.loads((Path(bundle_dir) / "embedding.json").read_text())
         nets["embedding"] = build_embedding(emb["source"]["source"], emb["config"],

@@ -26,9 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from embedlab.classifiers.nets import load_classifier
+from embedlab.data.prepare import read_prepared
 from embedlab.io import save_weights, write_json_atomic
 from embedlab.jobs import Pool
-from embedlab.methods.gan.benchmarks import (
+from embedlab.live import open_live
+from embedlab.methods.gan.arms import sample
+from embedlab.methods.gan.modes import digits_ceiling, score_digit_modes, score_stacked, score_toy, stacked_ceiling, toy_ceiling
+from embedlab.methods.gan.parts import (
     NAME,
     PRIMARY_METRIC,
     TOY,
@@ -47,8 +52,9 @@ from embedlab.methods.gan.benchmarks import (
     tuned_benches,
 )
 from embedlab.methods.gan.scoring import evaluate, export, load_bundle
-from embedlab.params import Params
+from embedlab.params import Params, parse_params
 from embedlab.paths import Paths
+from embedlab.training import resolve_device
 
 CURVE_EVERY = 10  # loss curves are kept every 10th step
 
@@ -110,8 +116,6 @@ def run_job(job: Job, params: Params, images: torch.Tensor, labels: torch.Tensor
 def _stack(jobs: list[Job], raw_params: dict, images: np.ndarray, labels: np.ndarray, device: str = "cpu",
            progress_bar: bool = False):
     """`run_stack` with picklable arguments: what `embedlab.jobs.Pool` runs, in a worker or here."""
-    from embedlab.params import parse_params
-
     return run_stack(jobs, parse_params(raw_params), torch.from_numpy(images).to(device),
                      torch.from_numpy(labels).to(device), progress_bar)
 
@@ -152,8 +156,6 @@ class Readers:
     real ceiling gives."""
 
     def __init__(self, params: Params, backbone: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor):
-        from embedlab.methods.gan.scoring import digits_ceiling, stacked_ceiling, toy_ceiling
-
         e, self.params, self.backbone = params.evaluation, params, backbone
         self.min_count = {b: toy_ceiling(*mixture(params, b), params.gan.toy.eval_samples, e.seed,
                                          e.mode_min_fraction)[1] for b in TOY}
@@ -165,9 +167,6 @@ class Readers:
                                                   e.mode_min_fraction)[1]
 
     def __call__(self, job: Job, gen: torch.nn.Module) -> dict:
-        from embedlab.methods.gan.arms import sample
-        from embedlab.methods.gan.scoring import score_digit_modes, score_stacked, score_toy
-
         g, threshold = self.params.gan, self.params.evaluation.confidence
         if job.bench in TOY:
             s = score_toy(sample(gen, g.toy.eval_samples, job.seed), *mixture(self.params, job.bench),
@@ -183,10 +182,6 @@ class Readers:
 
 def train(params: Params, paths: Paths) -> None:
     from tqdm.auto import tqdm
-
-    from embedlab.classifier import load_classifier
-    from embedlab.data.prepare import read_prepared
-    from embedlab.training import resolve_device
 
     g = params.gan
     data = read_prepared(paths.prepared)
@@ -271,8 +266,6 @@ def _results(pool: Pool, stacks: list[list[Job]], job_args: tuple, bar):
 def log_live(live_dir: Path, histories: dict, tuning: dict) -> None:
     """dvclive/gan/: the loss curves of the first seed per arm of `curves_bench` (the dvc plots
     every other model shows), and the tuning choices as metrics."""
-    from embedlab.live import open_live
-
     bench = curves_bench(histories)
     runs = {k: v for k, v in histories.items() if k.startswith(f"{bench}/")}
     first = min((int(k.rsplit("seed", 1)[1]) for k in runs), default=None)

@@ -6,7 +6,11 @@
 - Stacked digits: three independent digits in three channels (1,000 modes, `stack_digits`);
   a sample's mode is the triple of per-channel classes (`evaluation.modes.triple_modes`).
 
-Counting (confident readings, min counts, coverage, KL) is the shared `embedlab.evaluation.modes`.
+How a benchmark's samples are read (`score_toy`, `score_stacked`, `score_digit_modes`) and the
+real-data ceiling at the same N (`*_ceiling`) live here too: the train stage's selection
+(method.py, with the backbone) and the evaluation (scoring.py, with the evaluator) both call
+them, and neither calls the other. Counting (confident readings, min counts, coverage, KL) is
+the shared `embedlab.evaluation.modes`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ import math
 
 import torch
 from torch import Tensor
+
+from embedlab.evaluation.intervals import proportion
+from embedlab.evaluation.modes import confident_classes, coverage, min_count_from_ceiling, triple_modes
+from embedlab.evaluation.scores import predict
 
 
 def ring_modes(count: int = 8, radius: float = 2.0) -> Tensor:
@@ -46,3 +54,72 @@ def stack_digits(images: Tensor, labels: Tensor, n: int, generator: torch.Genera
     picks = torch.randint(len(images), (n, 3), generator=generator)
     stacked = images[picks].squeeze(2)  # (n, 3, 1, S, S) -> (n, 3, S, S)
     return stacked, labels[picks]
+
+
+# --- reading samples, and the real-data ceiling at the same N ---------------------------------------
+
+
+def toy_modes(points: torch.Tensor, centres: torch.Tensor, std: float) -> torch.Tensor:
+    return assign_modes(points, centres, std)
+
+
+def score_toy(points: torch.Tensor, centres: torch.Tensor, std: float, min_count: int) -> dict:
+    cov = coverage(toy_modes(points, centres, std), len(centres), min_count)
+    cov["high_quality"] = cov.pop("assigned_share")
+    return cov
+
+
+def stacked_readings(images: torch.Tensor, classifier: torch.nn.Module, threshold: float):
+    """(channel confident share, (N,) triple modes) of stacked samples (N, 3, S, S)."""
+    n = len(images)
+    probs = predict(classifier, images.reshape(-1, 1, *images.shape[-2:]))[0]  # channel c of sample i at 3i + c
+    classes = confident_classes(probs, threshold).reshape(n, 3)
+    return proportion((classes >= 0).flatten()), triple_modes(classes, probs.shape[1])
+
+
+def stacked_mode_count(classifier: torch.nn.Module) -> int:
+    return int(classifier.head.out_features) ** 3
+
+
+def score_stacked(images: torch.Tensor, classifier: torch.nn.Module, threshold: float, min_count: int) -> dict:
+    share, modes = stacked_readings(images, classifier, threshold)
+    return {"confident_share": share, **coverage(modes, stacked_mode_count(classifier), min_count)}
+
+
+def toy_ceiling(centres: torch.Tensor, std: float, n: int, seed: int, fraction: float) -> tuple[dict, int]:
+    """Real mixture samples at N: their score and the min count they imply."""
+    points = sample_mixture(centres, std, n, torch.Generator().manual_seed(seed))
+    min_count = min_count_from_ceiling(toy_modes(points, centres, std), len(centres), fraction)
+    return score_toy(points, centres, std, min_count), min_count
+
+
+def stacked_ceiling(images: torch.Tensor, labels: torch.Tensor, classifier: torch.nn.Module, n: int, seed: int,
+                    threshold: float, fraction: float) -> tuple[dict, int]:
+    """Real stacked triples (three train digits) at N, read by `classifier`: their score and the
+    min count they imply."""
+    real, _ = stack_digits(images, labels, n, torch.Generator().manual_seed(seed))
+    _, modes = stacked_readings(real, classifier, threshold)
+    min_count = min_count_from_ceiling(modes, stacked_mode_count(classifier), fraction)
+    return score_stacked(real, classifier, threshold, min_count), min_count
+
+
+def digit_mode_count(classifier: torch.nn.Module) -> int:
+    return int(classifier.head.out_features)
+
+
+def score_digit_modes(images: torch.Tensor, classifier: torch.nn.Module, threshold: float, min_count: int) -> dict:
+    """Plain digits (N, 1, S, S): modes covered over the classifier's classes, confident readings only."""
+    probs = predict(classifier, images)[0]
+    cov = coverage(confident_classes(probs, threshold), digit_mode_count(classifier), min_count)
+    cov.pop("assigned_share")  # the confident share: SampleScorer reports it beside FD / KID
+    return cov
+
+
+def digits_ceiling(images: torch.Tensor, classifier: torch.nn.Module, n: int, seed: int, threshold: float,
+                   fraction: float) -> tuple[dict, int]:
+    """Real train digits at N (the images `SampleScorer.floor_images(n, seed=seed)` draws), read
+    by `classifier`: their mode score and the min count they imply."""
+    real = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]]
+    classes = confident_classes(predict(classifier, real)[0], threshold)
+    min_count = min_count_from_ceiling(classes, digit_mode_count(classifier), fraction)
+    return score_digit_modes(real, classifier, threshold, min_count), min_count

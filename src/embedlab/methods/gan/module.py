@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from embedlab.methods.gan.arms import ARMS, LoopConfig
 from embedlab.methods.gan.losses import apply_augment, augment_draws, sigma_at
 from embedlab.methods.gan.stacked import StackedAdam, StackedDiscriminator, StackedGenerator
+from embedlab.training import make_trainer
 
 SLOTS = ("real", "fake", "aug_real", "aug_fake", "mix")  # D's inputs per step, in the order a run alone stacks them
 # Settings every run of a stack shares (the per-run ones: lr, lambda_dlle, lambda_disomap, sigma).
@@ -206,8 +207,6 @@ def train_runs(runs: list[Run], make_gen: Callable[[], nn.Module], make_disc: Ca
     generator's state dict for nets.py, on the CPU; history: d_loss, g_loss per step, and
     `seconds`, the run's share of the stack's wall time)."""
     import logging
-
-    from embedlab.training import make_trainer
 
     # One fit per stack, up to ~20 per stage: Lightning's start-up notes once would be plenty.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from embedlab.evaluation.grids import save_grid
+from embedlab.methods.gan.parts import curves_bench
 
 
 def _plt():
@@ -140,7 +141,6 @@ def write_plots(out: Path, shown: dict, history: dict, mixtures: dict, metrics: 
                 hists[arm] = hist
     if hists:
         mode_histogram(hists, out)
-    from embedlab.methods.gan.benchmarks import curves_bench
 
     bench = curves_bench(history["runs"])
     seeds = [int(k.rsplit("seed", 1)[1]) for k in history["runs"] if k.startswith(f"{bench}/")]

@@ -24,11 +24,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embedlab.evaluation.intervals import proportion
-from embedlab.evaluation.modes import confident_classes, coverage, min_count_from_ceiling, triple_modes
+from embedlab.classifiers.nets import load_classifier
+from embedlab.data.prepare import read_prepared
+from embedlab.evaluation.claims import all_of, precondition, verdict
+from embedlab.evaluation.intervals import METHODS, over_seeds, value_of
+from embedlab.evaluation.modes import confident_classes
+from embedlab.evaluation.samples import SampleScorer, evaluator_id
 from embedlab.evaluation.scores import predict
 from embedlab.io import write_json_atomic
-from embedlab.methods.gan.benchmarks import (
+from embedlab.methods.base import ModelBundle
+from embedlab.methods.gan.arms import sample
+from embedlab.methods.gan.modes import (
+    digit_mode_count,
+    digits_ceiling,
+    score_digit_modes,
+    score_stacked,
+    score_toy,
+    stacked_ceiling,
+    stacked_mode_count,
+    stacked_readings,
+    toy_ceiling,
+)
+from embedlab.methods.gan.parts import (
     NAME,
     NOT_RUN,
     PRIMARY_METRIC,
@@ -39,81 +56,9 @@ from embedlab.methods.gan.benchmarks import (
     mixture,
     untrained_generator,
 )
+from embedlab.methods.gan.plots import write_plots
 from embedlab.params import Params
 from embedlab.paths import Paths
-
-
-def toy_modes(points: torch.Tensor, centres: torch.Tensor, std: float) -> torch.Tensor:
-    from embedlab.methods.gan.modes import assign_modes
-
-    return assign_modes(points, centres, std)
-
-
-def score_toy(points: torch.Tensor, centres: torch.Tensor, std: float, min_count: int) -> dict:
-    cov = coverage(toy_modes(points, centres, std), len(centres), min_count)
-    cov["high_quality"] = cov.pop("assigned_share")
-    return cov
-
-
-def stacked_readings(images: torch.Tensor, classifier: torch.nn.Module, threshold: float):
-    """(channel confident share, (N,) triple modes) of stacked samples (N, 3, S, S)."""
-    n = len(images)
-    probs = predict(classifier, images.reshape(-1, 1, *images.shape[-2:]))[0]  # channel c of sample i at 3i + c
-    classes = confident_classes(probs, threshold).reshape(n, 3)
-    return proportion((classes >= 0).flatten()), triple_modes(classes, probs.shape[1])
-
-
-def stacked_mode_count(classifier: torch.nn.Module) -> int:
-    return int(classifier.head.out_features) ** 3
-
-
-def score_stacked(images: torch.Tensor, classifier: torch.nn.Module, threshold: float, min_count: int) -> dict:
-    share, modes = stacked_readings(images, classifier, threshold)
-    return {"confident_share": share, **coverage(modes, stacked_mode_count(classifier), min_count)}
-
-
-def toy_ceiling(centres: torch.Tensor, std: float, n: int, seed: int, fraction: float) -> tuple[dict, int]:
-    """Real mixture samples at N: their score and the min count they imply."""
-    from embedlab.methods.gan.modes import sample_mixture
-
-    points = sample_mixture(centres, std, n, torch.Generator().manual_seed(seed))
-    min_count = min_count_from_ceiling(toy_modes(points, centres, std), len(centres), fraction)
-    return score_toy(points, centres, std, min_count), min_count
-
-
-def stacked_ceiling(images: torch.Tensor, labels: torch.Tensor, classifier: torch.nn.Module, n: int, seed: int,
-                    threshold: float, fraction: float) -> tuple[dict, int]:
-    """Real stacked triples (three train digits) at N, read by `classifier`: their score and the
-    min count they imply."""
-    from embedlab.methods.gan.modes import stack_digits
-
-    real, _ = stack_digits(images, labels, n, torch.Generator().manual_seed(seed))
-    _, modes = stacked_readings(real, classifier, threshold)
-    min_count = min_count_from_ceiling(modes, stacked_mode_count(classifier), fraction)
-    return score_stacked(real, classifier, threshold, min_count), min_count
-
-
-def digit_mode_count(classifier: torch.nn.Module) -> int:
-    return int(classifier.head.out_features)
-
-
-def score_digit_modes(images: torch.Tensor, classifier: torch.nn.Module, threshold: float, min_count: int) -> dict:
-    """Plain digits (N, 1, S, S): modes covered over the classifier's classes, confident readings only."""
-    probs = predict(classifier, images)[0]
-    cov = coverage(confident_classes(probs, threshold), digit_mode_count(classifier), min_count)
-    cov.pop("assigned_share")  # the confident share: SampleScorer reports it beside FD / KID
-    return cov
-
-
-def digits_ceiling(images: torch.Tensor, classifier: torch.nn.Module, n: int, seed: int, threshold: float,
-                   fraction: float) -> tuple[dict, int]:
-    """Real train digits at N (the images `SampleScorer.floor_images(n, seed=seed)` draws), read
-    by `classifier`: their mode score and the min count they imply."""
-    real = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]]
-    classes = confident_classes(predict(classifier, real)[0], threshold)
-    min_count = min_count_from_ceiling(classes, digit_mode_count(classifier), fraction)
-    return score_digit_modes(real, classifier, threshold, min_count), min_count
-
 
 MAIN_ARMS = ("dcgan", "maf", "mee")
 
@@ -144,13 +89,6 @@ def published_of(config: dict) -> tuple[str, str, int]:
 @torch.no_grad()
 def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     from tqdm.auto import tqdm
-
-    from embedlab.classifier import load_classifier
-    from embedlab.data.prepare import read_prepared
-    from embedlab.evaluation.intervals import METHODS
-    from embedlab.evaluation.samples import SampleScorer, evaluator_id
-    from embedlab.methods.gan.arms import sample
-    from embedlab.methods.gan.plots import write_plots
 
     g, e = params.gan, params.evaluation
     model_dir = paths.model_dir(NAME)
@@ -255,15 +193,11 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
 
 def _flat(scores: dict) -> dict:
     """A per-seed score dict with scores reduced to their values (for the per_seed table)."""
-    from embedlab.evaluation.intervals import value_of
-
     return {k: value_of(v) if isinstance(v, dict) else v for k, v in scores.items()}
 
 
 def _tables(arms: dict[str, list[dict]], ceiling: dict | None, floor: dict) -> dict:
     """{metric: {arm: mean over seeds with its interval, "real": ceiling, "untrained": floor}}."""
-    from embedlab.evaluation.intervals import over_seeds, value_of
-
     out: dict = defaultdict(dict)
     for arm, runs in arms.items():
         for metric in runs[0]:
@@ -304,9 +238,6 @@ def claims(per_seed: dict, ceilings: dict, floors: dict, params: Params, tuning:
 
     Each check carries `decided_on` and its test-time counterpart (`test_value`), which is
     reported, never a gate. A claim whose checks fail is "untested", the reason in its row."""
-    from embedlab.evaluation.claims import all_of, precondition, verdict
-    from embedlab.evaluation.intervals import value_of
-
     def values(bench, arm, metric):
         return [value_of(s[metric]) for s in per_seed[bench][arm]]
 
@@ -387,8 +318,6 @@ def _digits_seed(config: dict) -> int | None:
 
 
 def export(params: Params, paths: Paths):
-    from embedlab.registry import ModelBundle
-
     model_dir = paths.model_dir(NAME)
     metrics = json.loads(paths.metrics(NAME).read_text())
     config = json.loads((model_dir / "config.json").read_text())
@@ -423,9 +352,6 @@ def quality_floor(metrics: dict) -> dict:
     """What a user of `embedlab-gan` gets is readable: the evaluator confident on >= 0.5 of the
     published run's samples (channels, for stacked digits) and on more than twice the untrained
     generator's share. Below it the version is registered but never champion (registry.publish)."""
-    from embedlab.evaluation.claims import precondition
-    from embedlab.evaluation.intervals import value_of
-
     pub = metrics["published"]
     bench = "stacked" if pub["bench"] in STACKED else pub["bench"]
     untrained = value_of(metrics[bench]["confident_share"]["untrained"])

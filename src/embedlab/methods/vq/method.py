@@ -15,12 +15,17 @@ from pathlib import Path
 
 import torch
 
+from embedlab.batches import TensorBatches, random_shift
+from embedlab.data.prepare import read_prepared
+from embedlab.evaluation.samples import weights_id
 from embedlab.io import load_tensors, save_tensors, save_weights, write_json_atomic
+from embedlab.jobs import run_graph
 from embedlab.methods.vq.given import load_tokenizer, tokenizer_config
 from embedlab.methods.vq.parts import NAME, PRIMARY_METRIC, build_priors, seed_dir, tokenize_all, tokenizer_dir
 from embedlab.methods.vq.scoring import evaluate, export, load_bundle
-from embedlab.params import Params
+from embedlab.params import Params, parse_params
 from embedlab.paths import Paths
+from embedlab.training import load_best_weights, make_trainer, resolve_device
 
 # The method interface (methods/base.py): this module trains; scoring.py evaluates and exports.
 name = NAME
@@ -47,9 +52,6 @@ def _configs(params: Params, meta: dict, tokenizer: dict | None = None) -> dict:
 def _fit(lit, params: Params, paths: Paths, seed: int, part: str, cfg, monitor: str, mode: str, train, val,
          max_epochs: int | None = None) -> tuple[int, float | None]:
     """One Lightning fit of a part of training seed `seed`: (epochs run, best monitored value)."""
-    from embedlab.batches import TensorBatches
-    from embedlab.training import load_best_weights, make_trainer
-
     trainer, _ = make_trainer(
         params.trainer, name=f"{NAME}-{part}-seed{seed}", max_epochs=max_epochs or cfg.max_epochs, seed=seed,
         live_dir=paths.dvclive(NAME) / f"seed{seed}" / part, checkpoint_dir=seed_dir(paths, seed) / "checkpoints" / part,
@@ -65,8 +67,6 @@ def _fit(lit, params: Params, paths: Paths, seed: int, part: str, cfg, monitor: 
 def prior_data(tokenizer, params: Params, split: dict, seed: int):
     """Token sequences for the priors: the train images plus `augment_copies` shifted copies
     (without them both priors overfit within a few epochs), and the validation images."""
-    from embedlab.batches import random_shift
-
     cfg = params.vq
     gen = torch.Generator().manual_seed(seed)
     train_x, train_y = split["train"]
@@ -88,17 +88,12 @@ def train_prior(prior, part: str, params: Params, paths: Paths, train, val, seed
 
 
 def _splits(paths: Paths, device) -> tuple[dict, dict]:
-    from embedlab.data.prepare import read_prepared
-
     data = read_prepared(paths.prepared)
     return data.meta, {s: tuple(torch.as_tensor(a, device=device) for a in data.split(s)) for s in ("train", "val")}
 
 
 def fit_prior_job(raw: dict, root: str, seed: int, part: str) -> dict:
     """One prior of one training seed, on that seed's tokens (written by `train`)."""
-    from embedlab.params import parse_params
-    from embedlab.training import resolve_device
-
     params, paths = parse_params(raw), Paths(Path(root))
     device = resolve_device(params.trainer)
     meta, _ = _splits(paths, "cpu")
@@ -131,10 +126,6 @@ def train(params: Params, paths: Paths) -> None:
     """Every training seed's two priors over the given tokenizer's tokens (tokenized here, once
     per seed), on `vq.workers` processes of one thread each (in-process on a GPU)."""
     from tqdm.auto import tqdm
-
-    from embedlab.evaluation.samples import weights_id
-    from embedlab.jobs import run_graph
-    from embedlab.training import resolve_device
 
     cfg = params.vq
     device = resolve_device(params.trainer)

@@ -12,7 +12,11 @@ from pathlib import Path
 
 import torch
 
+from embedlab.evaluation.samples import weights_id
 from embedlab.io import load_weights
+from embedlab.methods.vq.ar import ARPrior
+from embedlab.methods.vq.prior import ResGenPrior
+from embedlab.methods.vq.tokenizer import RVQTokenizer
 from embedlab.paths import Paths
 
 NAME = "vq"
@@ -21,9 +25,6 @@ PRIMARY_METRIC = "published.psnr"  # the one tokenizer's test PSNR at full depth
 
 def build_priors(config: dict, codebooks: torch.Tensor | None = None):
     """(resgen, ar) from a seed's config; ResGen predicts in the tokenizer's codebook space."""
-    from embedlab.methods.vq.ar import ARPrior
-    from embedlab.methods.vq.prior import ResGenPrior
-
     t = config["tokenizer"]
     if codebooks is None:
         codebooks = torch.zeros(t["num_quantizers"], t["codebook_size"], t["latent_dim"])
@@ -33,8 +34,6 @@ def build_priors(config: dict, codebooks: torch.Tensor | None = None):
 def load_priors(model_dir: Path, tokenizer, device="cpu"):
     """(resgen, ar, config) of a seed folder (or a bundle), eval mode; refuses priors trained on
     other tokenizer weights than `tokenizer`'s."""
-    from embedlab.evaluation.samples import weights_id
-
     model_dir = Path(model_dir)
     config = json.loads((model_dir / "config.json").read_text())
     if config.get("tokenizer_sha256") not in (None, weights_id(tokenizer)):
@@ -47,8 +46,6 @@ def load_priors(model_dir: Path, tokenizer, device="cpu"):
 def load_parts(model_dir: Path, device="cpu", tokenizer_dir: Path | None = None):
     """(tokenizer, resgen, ar, config), eval mode, from a bundle that holds all three, or from a
     seed folder of models/vq with the given tokenizer's folder (`tokenizer_dir`, models/tokenizer)."""
-    from embedlab.methods.vq.tokenizer import RVQTokenizer
-
     config = json.loads((Path(model_dir) / "config.json").read_text())
     weights = Path(tokenizer_dir or model_dir) / "tokenizer.safetensors"
     tokenizer = load_weights(RVQTokenizer(**config["tokenizer"]), weights, device).requires_grad_(False)

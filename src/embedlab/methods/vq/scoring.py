@@ -13,7 +13,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from embedlab.classifiers.nets import load_classifier
+from embedlab.data.prepare import read_prepared
+from embedlab.evaluation import class_accuracy, predict
+from embedlab.evaluation.claims import all_of, precondition, verdict
+from embedlab.evaluation.intervals import METHODS, mean_interval, over_seeds, score, value_of
+from embedlab.evaluation.samples import SampleScorer, evaluator_id, weights_id
+from embedlab.evaluation.scores import psnr
 from embedlab.io import write_json_atomic
+from embedlab.methods.base import ModelBundle
+from embedlab.methods.vq.given import load_tokenizer
 from embedlab.methods.vq.parts import (
     NAME,
     PRIMARY_METRIC,
@@ -24,6 +33,8 @@ from embedlab.methods.vq.parts import (
     tokenize_all,
     tokenizer_dir,
 )
+from embedlab.methods.vq.plots import write_plots
+from embedlab.methods.vq.tokenizer import greedy_codes
 from embedlab.params import Params
 from embedlab.paths import Paths
 
@@ -92,9 +103,6 @@ def recognisable(gate: dict, per_seed: dict | None = None) -> dict:
     samples, never the scoring evaluator. Below it the priors have not learned the conditional
     distribution and no comparison of them tests ResGen's claim. The evaluator's class accuracy
     on the reported samples stands beside it (`test_value`), never as the gate."""
-    from embedlab.evaluation.claims import all_of, precondition
-    from embedlab.evaluation.intervals import mean_interval, value_of
-
     checks = []
     for kind in ("resgen", "ar"):
         mean, lo, hi = mean_interval(gate[kind])
@@ -111,9 +119,6 @@ def recognisable(gate: dict, per_seed: dict | None = None) -> dict:
 def claims(per_seed: dict, seeds: list[int], gate: dict) -> dict:
     """ResGen's claims against the AR prior, paired over training seeds (evaluation.claims),
     both gated by `recognisable`."""
-    from embedlab.evaluation.claims import verdict
-    from embedlab.evaluation.intervals import value_of
-
     fd = {k: [value_of(r["fd"]) for r in per_seed[k]] for k in ("resgen", "ar")}
     acc = {k: [value_of(r["accuracy"]) for r in per_seed[k]] for k in ("resgen", "ar")}
     margin = round(FD_MARGIN * abs(float(np.mean(fd["ar"]))), 3)  # 10% of the AR prior's mean FD
@@ -132,15 +137,6 @@ def claims(per_seed: dict, seeds: list[int], gate: dict) -> dict:
 @torch.no_grad()
 def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     from tqdm.auto import tqdm
-
-    from embedlab.classifier import load_classifier
-    from embedlab.data.prepare import read_prepared
-    from embedlab.evaluation import class_accuracy, predict
-    from embedlab.evaluation.intervals import METHODS, mean_interval, over_seeds, score
-    from embedlab.evaluation.samples import SampleScorer, evaluator_id, weights_id
-    from embedlab.evaluation.scores import psnr
-    from embedlab.methods.vq.given import load_tokenizer
-    from embedlab.methods.vq.plots import write_plots
 
     cfg, e = params.vq, params.evaluation
     data = read_prepared(paths.prepared)
@@ -240,16 +236,11 @@ class _Reconstructor(torch.nn.Module):
         self.register_buffer("codebooks", tokenizer.codebooks.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from embedlab.methods.vq.tokenizer import greedy_codes
-
         _, quantized = greedy_codes(self.tokenizer.encode(x), self.codebooks)
         return self.tokenizer.decode_latent(quantized)
 
 
 def export(params: Params, paths: Paths):
-    from embedlab.data.prepare import read_prepared
-    from embedlab.registry import ModelBundle
-
     metrics = json.loads(paths.metrics(NAME).read_text())
     seed = metrics["published"]["seed"]
     folder = seed_dir(paths, seed)

@@ -1,5 +1,8 @@
 """train / evaluate / export / load_bundle for the evaluator and the backbone (methods/base.py's
-`Method` interface, as objects: one class, two instances)."""
+`Method` interface, as objects: one class, two instances).
+
+The classifiers are a package laid out like a method's: nets.py (the networks and their
+weights-only storage), training.py (the fit `reference@<name>` runs), method.py (this file)."""
 
 from __future__ import annotations
 
@@ -10,8 +13,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from embedlab.classifiers.nets import load_classifier
+from embedlab.data.prepare import read_prepared
+from embedlab.evaluation import confusion_matrix, predict
+from embedlab.evaluation.grids import save_confusion_png, save_grid
+from embedlab.evaluation.intervals import proportion
+from embedlab.evaluation.samples import weights_id
 from embedlab.io import write_json_atomic
-from embedlab.params import Params
+from embedlab.methods.base import ModelBundle
+from embedlab.params import Params, ParamsError
 from embedlab.paths import Paths
 
 
@@ -34,8 +44,7 @@ class ClassifierModel:
         }
 
     def train(self, params: Params, paths: Paths) -> None:
-        from embedlab.classifier_training import fit_classifier
-        from embedlab.data.prepare import read_prepared
+        from embedlab.classifiers.training import fit_classifier
 
         data = read_prepared(paths.prepared)
         self.check_budget(params, len(data.split("train")[1]))
@@ -44,8 +53,6 @@ class ClassifierModel:
     def check_budget(self, params: Params, train_size: int) -> None:
         """Refuse, before any work, a step budget that ends inside the first epoch: validation
         (early stopping, the best checkpoint) runs at an epoch's end, so it would never run."""
-        from embedlab.params import ParamsError
-
         cfg = params.model_section(self.name)
         per_epoch = -(-train_size // cfg.batch_size)
         if 0 <= cfg.max_steps < per_epoch:
@@ -55,13 +62,6 @@ class ClassifierModel:
                 f"use -1 (max_epochs decides) or at least {per_epoch}")
 
     def evaluate(self, params: Params, paths: Paths, evaluator: torch.nn.Module | None) -> dict:
-        from embedlab.classifier import load_classifier
-        from embedlab.data.prepare import read_prepared
-        from embedlab.evaluation import confusion_matrix, predict
-        from embedlab.evaluation.grids import save_confusion_png, save_grid
-        from embedlab.evaluation.intervals import proportion
-        from embedlab.evaluation.samples import weights_id
-
         data = read_prepared(paths.prepared)
         net = load_classifier(paths.model_dir(self.name))
         k = data.num_classes
@@ -107,10 +107,6 @@ class ClassifierModel:
         return metrics
 
     def export(self, params: Params, paths: Paths):
-        from embedlab.classifier import load_classifier
-        from embedlab.data.prepare import read_prepared
-        from embedlab.registry import ModelBundle
-
         metrics = json.loads(paths.metrics(self.name).read_text())
         net = load_classifier(paths.model_dir(self.name))
         data = read_prepared(paths.prepared)
@@ -132,8 +128,6 @@ class ClassifierModel:
     def load_bundle(self, bundle_dir: Path, device="cpu") -> torch.nn.Module:
         """The classifier from a downloaded bundle (`registry.download_bundle`) or models/<name>/:
         eval mode, grads off (`load_model` gives the exported program instead)."""
-        from embedlab.classifier import load_classifier
-
         return load_classifier(bundle_dir, device)
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from embedlab.io import load_weights, save_weights
+
 
 class EvaluatorNet(nn.Module):
     def __init__(self, num_classes: int = 10, image_size: int = 16, width: int = 32, feature_dim: int = 128, dropout: float = 0.3):
@@ -89,8 +91,6 @@ def build_classifier(arch: str, **kwargs) -> nn.Module:
 
 
 def save_classifier(net: nn.Module, arch: str, kwargs: dict, model_dir: Path, extra: dict | None = None) -> None:
-    from embedlab.io import save_weights
-
     model_dir = Path(model_dir)
     save_weights(net, model_dir / "model.safetensors")
     config = {"arch": arch, "kwargs": kwargs, **(extra or {})}
@@ -99,12 +99,11 @@ def save_classifier(net: nn.Module, arch: str, kwargs: dict, model_dir: Path, ex
 
 def load_classifier(model_dir: Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild from config.json and load safetensors weights; eval mode, grads off."""
-    from embedlab.io import load_weights
-
     model_dir = Path(model_dir)
     for name in ("config.json", "model.safetensors"):
         if not (model_dir / name).exists():
-            raise FileNotFoundError(f"{model_dir / name}: missing; train it first (`dvc repro reference@{model_dir.name}`; the committed weights are in git)")
+            raise FileNotFoundError(f"{model_dir / name}: missing; train it first "
+                                    f"(`dvc repro reference@{model_dir.name}`; the committed weights are in git)")
     config = json.loads((model_dir / "config.json").read_text())
     net = build_classifier(config["arch"], **config["kwargs"])
     return load_weights(net, model_dir / "model.safetensors", device).requires_grad_(False)

@@ -19,6 +19,9 @@ from pathlib import Path
 import torch
 
 from embedlab.io import load_weights
+from embedlab.methods.gan.arms import LoopConfig
+from embedlab.methods.gan.modes import grid_modes, ring_modes, sample_mixture, stack_digits
+from embedlab.methods.gan.nets import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator
 from embedlab.params import Params
 
 NAME = "gan"
@@ -89,8 +92,6 @@ def gen_config(params: Params, bench: str, image_size: int) -> dict:
 
 
 def build_generator(config: dict) -> torch.nn.Module:
-    from embedlab.methods.gan.nets import ConvGenerator, MLPGenerator
-
     kwargs = {k: v for k, v in config.items() if k != "kind"}
     return MLPGenerator(**kwargs) if config["kind"] == "mlp" else ConvGenerator(**kwargs)
 
@@ -109,8 +110,6 @@ def untrained_generator(params: Params, bench: str, image_size: int, seed: int) 
 
 
 def disc_factory(params: Params, bench: str, image_size: int):
-    from embedlab.methods.gan.nets import ConvDiscriminator, MLPDiscriminator
-
     dim = params.gan.loss.embedding_dim
     if bench in TOY:
         t = params.gan.toy
@@ -123,8 +122,6 @@ def disc_factory(params: Params, bench: str, image_size: int):
 
 def loop_config(params: Params, bench: str, arm: str | None = None, value: float | None = None):
     """The training loop's settings for `bench`, with `arm`'s tuned hyperparameter set to `value`."""
-    from embedlab.methods.gan.arms import LoopConfig
-
     loss = params.gan.loss
     s = params.gan.toy if bench in TOY else params.gan.image
     image_aug = {} if bench in TOY else {"aug_shift": s.aug_shift, "aug_degrees": s.aug_degrees}
@@ -142,8 +139,6 @@ def loop_config(params: Params, bench: str, arm: str | None = None, value: float
 
 def mixture(params: Params, bench: str) -> tuple[torch.Tensor, float]:
     """(centres, std) of a 2-D benchmark."""
-    from embedlab.methods.gan.modes import grid_modes, ring_modes
-
     t = params.gan.toy
     if bench == "ring":
         return ring_modes(8, t.ring_radius), t.ring_std
@@ -152,8 +147,6 @@ def mixture(params: Params, bench: str) -> tuple[torch.Tensor, float]:
 
 def real_sampler(params: Params, bench: str, images: torch.Tensor, labels: torch.Tensor):
     """(n, torch.Generator) -> a batch of real data for `bench`, on the images' device."""
-    from embedlab.methods.gan.modes import sample_mixture, stack_digits
-
     if bench in TOY:
         centres, std = mixture(params, bench)
         return lambda n, g: sample_mixture(centres, std, n, g).to(images.device)

@@ -10,9 +10,20 @@ from pathlib import Path
 
 import torch
 
+from embedlab.data.partition import label_skew_setting
+from embedlab.embedders import SOURCES, build_embedding
 from embedlab.io import load_tensors
+from embedlab.methods.federated.clients import (
+    Embedder,
+    embedding_clients,
+    feature_shift_clients,
+    feature_shift_subsets,
+    ggeur_augment,
+    pooled,
+)
+from embedlab.methods.federated.engine import RunConfig
 from embedlab.methods.federated.params import TUNED_ARMS
-from embedlab.params import Params
+from embedlab.params import Params, parse_params
 from embedlab.paths import Paths
 
 NAME = "federated"
@@ -49,8 +60,6 @@ class Job:
 
 
 def label_skew_settings(params: Params) -> dict[str, float]:
-    from embedlab.data.partition import label_skew_setting
-
     ls = params.partition.label_skew
     return {"label_skew": ls.alpha, **{label_skew_setting(a): a for a in ls.extra_alphas}}
 
@@ -76,8 +85,6 @@ def tuning_jobs(params: Params, arm: str) -> list[Job]:
 def apply_choice(params: Params, arm: str, config: dict) -> Params:
     """`params` with one tuned configuration in place: a CNN arm's keys set the feature-shift
     training section its runs train with, fraug's its own section."""
-    from embedlab.params import parse_params
-
     raw = params.model_dump(by_alias=True)
     section = raw["federated"]["fraug" if arm == "fraug" else "feature_shift"]
     section.update(config)
@@ -102,14 +109,11 @@ def copy_embedder(params: Params, root: Path) -> Path:
 
     e = params.federated.embedding
     paths = Paths(root)
-    if e.source == "vq":
-        folder, names, hint = paths.model_dir("tokenizer"), ("config.json", "tokenizer.safetensors"), \
-            "train it once: embedlab pretrain tokenizer"
-    else:
-        folder, names, hint = paths.model_dir("backbone"), ("config.json", "model.safetensors"), "dvc repro reference@backbone"
+    source = SOURCES[e.source]
+    folder, names = paths.model_dir(source.model), ("config.json", source.weights)
     missing = [str(folder / n) for n in names if not (folder / n).exists()]
     if missing:
-        raise FileNotFoundError(f"federated.embedding (source {e.source}): {', '.join(missing)} missing; {hint}")
+        raise FileNotFoundError(f"federated.embedding (source {e.source}): {', '.join(missing)} missing; {source.hint}")
     out = paths.model_dir(NAME) / EMBEDDING_DIR
     out.mkdir(parents=True, exist_ok=True)
     for n in names:
@@ -118,39 +122,13 @@ def copy_embedder(params: Params, root: Path) -> Path:
     return out
 
 
-class FrozenEmbedding(torch.nn.Module):
-    """images (B, C, S, S) -> embeddings (B, d): the vq tokenizer's encoder with its latent grid
-    flattened (continuous, before quantisation), or the backbone classifier's features."""
-
-    def __init__(self, source: str, net: torch.nn.Module):
-        super().__init__()
-        self.source, self.net = source, net.eval().requires_grad_(False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.encode(x).flatten(1) if self.source == "vq" else self.net.features(x)
-
-
-def build_embedding(source: str, config: dict, weights: Path, device="cpu") -> FrozenEmbedding:
-    if source == "backbone":
-        from embedlab.classifier import build_classifier
-        from embedlab.io import load_weights
-
-        return FrozenEmbedding(source, load_weights(build_classifier(config["arch"], **config["kwargs"]), weights, device))
-    from embedlab.methods.vq.given import build_tokenizer
-
-    # Bundles published before the tokenizer had its own stage carry a vq seed's whole config.
-    return FrozenEmbedding(source, build_tokenizer(config.get("tokenizer", config), weights, device))
-
-
 def load_embedder(folder: Path, num_classes: int):
     """The frozen embedder copied by `copy_embedder`, batched (clients.Embedder)."""
-    from embedlab.methods.federated.clients import Embedder
-
     folder = Path(folder)
     if not (folder / "source.json").exists():
         raise FileNotFoundError(f"{folder / 'source.json'}: missing; run train@federated (it copies the embedder)")
     source = json.loads((folder / "source.json").read_text())["source"]
-    weights = folder / ("model.safetensors" if source == "backbone" else "tokenizer.safetensors")
+    weights = folder / SOURCES[source].weights
     module = build_embedding(source, json.loads((folder / "config.json").read_text()), weights)
     if source == "backbone" and module.net.head.out_features != num_classes:
         raise ValueError(f"{folder}: the backbone has {module.net.head.out_features} classes, the partition {num_classes}")
@@ -170,8 +148,6 @@ def _data(root: Path, setting: str, num_classes: int):
 
 
 def run_config(params: Params, job: Job, num_classes: int, image_size: int):
-    from embedlab.methods.federated.engine import RunConfig
-
     if job.config >= 0:  # a tuning run: its configuration in place
         params = apply_choice(params, job.algorithm, getattr(params.federated.tuning, job.algorithm)[job.config])
     f = params.federated
@@ -196,14 +172,6 @@ def run_config(params: Params, job: Job, num_classes: int, image_size: int):
 
 def job_clients(params: Params, root: Path, job: Job, eval_split: str, num_classes: int):
     """The clients a run trains on (eval on `eval_split`), and the bytes GGEUR's statistics cost."""
-    from embedlab.methods.federated.clients import (
-        embedding_clients,
-        feature_shift_clients,
-        feature_shift_subsets,
-        ggeur_augment,
-        pooled,
-    )
-
     if job.setting == "feature_shift" and job.algorithm not in FS_ALGOS_HEAD:
         from embedlab.data.partition import load_partition
 

@@ -1,5 +1,5 @@
-"""Fitting a classifier from classifier.py: the Lightning module and the fit that `reference@<name>`
-runs. The reference stages depend on this file and classifier.py only (plus data and params):
+"""Fitting a classifier from nets.py: the Lightning module and the fit that `reference@<name>`
+runs. The reference stages depend on this file and nets.py only (plus data and params):
 their weights are the project's fixed instruments, committed to git."""
 
 from __future__ import annotations
@@ -10,9 +10,11 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from embedlab.classifiers.nets import build_classifier, save_classifier
+from embedlab.data.prepare import read_prepared
 from embedlab.params import ClassifierParams, Params
 from embedlab.paths import Paths
-from embedlab.training import adamw_cosine, random_shift
+from embedlab.training import TensorBatches, adamw_cosine, load_best_weights, make_trainer, random_shift
 
 
 class LitClassifier(L.LightningModule):
@@ -47,10 +49,6 @@ def fit_classifier(name: str, kwargs: dict, params: Params, paths: Paths) -> Non
     """Train `name` (evaluator | backbone) on the train split, early-stopped on val accuracy;
     models/<name>/ receives model.safetensors and config.json only (the best checkpoint lives in
     a scratch folder: the folder is committed to git)."""
-    from embedlab.classifier import build_classifier, save_classifier
-    from embedlab.data.prepare import read_prepared
-    from embedlab.training import TensorBatches, load_best_weights, make_trainer
-
     cfg = params.model_section(name)
     data = read_prepared(paths.prepared)
     with tempfile.TemporaryDirectory(prefix=f"embedlab-{name}-ckpt-") as scratch:
@@ -70,4 +68,5 @@ def fit_classifier(name: str, kwargs: dict, params: Params, paths: Paths) -> Non
         )
         load_best_weights(lit, trainer)
     save_classifier(lit.net, name, kwargs, paths.model_dir(name),
-                    extra={"epochs_run": trainer.current_epoch, "best_val_acc": round(float(trainer.checkpoint_callback.best_model_score or 0), 4)})
+                    extra={"epochs_run": trainer.current_epoch,
+                           "best_val_acc": round(float(trainer.checkpoint_callback.best_model_score or 0), 4)})
