@@ -148,7 +148,12 @@ def pretrain(name: str, params_file: Path = ParamsOption, root: Path = RootOptio
         _fail(str(exc.args[0]), code=2)
     params, paths = _load(params_file, root)
     _pin_threads()
-    given.train(params, paths)
+    from embedlab.params import ParamsError
+
+    try:
+        given.train(params, paths)
+    except ParamsError as exc:
+        _fail(f"bad params: {exc}", code=2)
     _record_host(paths.model_dir(name))
     typer.echo(f"trained {name} -> {paths.model_dir(name)}")
 

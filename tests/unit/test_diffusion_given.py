@@ -92,6 +92,14 @@ def test_a_stale_given_ddpm_is_refused(trained):
     changed = Params(trainer=params.trainer, diffusion={**TINY, "ddpm": {**TINY["ddpm"], "steps": 4}})
     with pytest.raises(ValueError, match="steps.*pretrain ddpm"):
         check_current(changed, paths)
+    # train@diffusion refuses it as bad params (the CLI's clear exit 2), before any work
+    from embedlab.methods.diffusion import method
+    from embedlab.params import ParamsError
+
+    before = sorted(p.name for p in paths.model_dir("diffusion").rglob("*"))
+    with pytest.raises(ParamsError, match="stale.*pretrain ddpm"):
+        method.train(changed, paths)
+    assert sorted(p.name for p in paths.model_dir("diffusion").rglob("*")) == before  # nothing written
 
 
 def test_the_exported_bundle_carries_the_given_ddpm(trained, tmp_path):

@@ -40,7 +40,7 @@ from embedlab.methods.diffusion.models import _Steps
 from embedlab.methods.diffusion.parts import NAME, PRIMARY_METRIC, Parts, _backbone, requested_labels, seed_dir
 from embedlab.methods.diffusion.schedule import ddim_sample
 from embedlab.methods.diffusion.scoring import evaluate, export, load_bundle
-from embedlab.params import Params, parse_params
+from embedlab.params import Params, ParamsError, parse_params
 from embedlab.paths import Paths
 from embedlab.training import resolve_device
 
@@ -225,7 +225,10 @@ def train(params: Params, paths: Paths) -> None:
     from tqdm.auto import tqdm
 
     p = params.diffusion
-    check_current(params, paths)  # the given DDPM: present, and trained on these params and data
+    try:  # the given DDPM: present, and trained on these params and data
+        check_current(params, paths)
+    except ValueError as exc:  # a stale given network: refused before any work, as bad params are
+        raise ParamsError(str(exc)) from None
     model_dir = paths.model_dir(NAME)
     model_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
