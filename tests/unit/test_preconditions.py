@@ -76,26 +76,33 @@ def test_gan_room_and_quality_gate_come_from_the_selection_seed():
     assert "beats the untrained generator" in junk["precondition"]["checks"][1]["description"]
 
 
-def test_gan_digits_quality_gate_needs_readable_digits_in_every_seed():
+def test_gan_digits_quality_gate_reads_the_backbone_in_every_seed_never_the_scoring_evaluator():
     from embedlab.methods.gan.scoring import claims
 
     params = parse_params({"gan": {"image": {"seeds": [0, 1, 2]}}})
 
-    def digits(mee_shares):
-        return {"digits": {arm: [{"fd": fd, "confident_share": share} for fd, share in zip(fds, shares)]
-                           for arm, fds, shares in (("mee", [100.0, 101.0, 99.0], mee_shares),
-                                                    ("dcgan", [100.0, 100.5, 99.5], [0.8, 0.85, 0.9]))}}
+    def digits():  # the scoring evaluator reads every sample as readable: it must not decide
+        return {"digits": {arm: [{"fd": fd, "confident_share": 0.99} for fd in fds]
+                           for arm, fds in (("mee", [100.0, 101.0, 99.0]), ("dcgan", [100.0, 100.5, 99.5]))}}
 
     floors = {"digits": {"confident_share": {"value": 0.01, "lo": 0.0, "hi": 0.02, "n": 1000}}}
-    backbone = {"dcgan": [0.4, 0.45, 0.5], "mee": [0.3, 0.35, 0.4], "untrained": [1.0]}
-    ok = claims(digits([0.7, 0.75, 0.8]), {}, floors, params, {"chosen": {}}, backbone)["mee_quality_vs_dcgan_digits"]
+    backbone = {"dcgan": [0.8, 0.85, 0.9], "mee": [0.7, 0.75, 0.8], "untrained": [0.02]}
+    ok = claims(digits(), {}, floors, params, {"chosen": {}}, backbone)["mee_quality_vs_dcgan_digits"]
     assert ok["verdict"] == "reproduced" and ok["precondition"]["met"]
     mee = ok["precondition"]["checks"][1]
     assert mee["per_seed"] == [0.7, 0.75, 0.8] and mee["value"] == 0.7 and mee["threshold"] == 0.5
-    assert mee["backbone_per_seed"] == [0.3, 0.35, 0.4] and "1.00 of the untrained" in mee["decided_on"]
+    assert mee["evaluator_per_seed"] == [0.99, 0.99, 0.99] and "backbone" in mee["decided_on"]
 
-    bad = claims(digits([0.7, 0.3, 0.8]), {}, floors, params, {"chosen": {}}, backbone)["mee_quality_vs_dcgan_digits"]
-    assert bad["verdict"] == "untested" and bad["precondition"]["checks"][1]["value"] == 0.3
+    one_bad_seed = claims(digits(), {}, floors, params, {"chosen": {}}, {**backbone, "mee": [0.7, 0.3, 0.8]})
+    assert one_bad_seed["mee_quality_vs_dcgan_digits"]["verdict"] == "untested"
+    assert one_bad_seed["mee_quality_vs_dcgan_digits"]["precondition"]["checks"][1]["value"] == 0.3
+    # twice the untrained generator's share, when that is above 0.5: 0.7 < 2 x 0.4
+    blobs = claims(digits(), {}, floors, params, {"chosen": {}}, {**backbone, "untrained": [0.4]})
+    assert blobs["mee_quality_vs_dcgan_digits"]["verdict"] == "untested"
+    assert blobs["mee_quality_vs_dcgan_digits"]["precondition"]["checks"][1]["threshold"] == 0.8
+    # no backbone reading at all: untested, never decided by the evaluator
+    unread = claims(digits(), {}, floors, params, {"chosen": {}}, {})["mee_quality_vs_dcgan_digits"]
+    assert unread["verdict"] == "untested"
 
 
 def test_diffusion_room_comes_from_the_backbone_sweeps():
