@@ -2,6 +2,8 @@
 
 - `pipeline`: every stage (or those up to `target`) in DAG order, as tasks. The gate runs
   first; a failed gate fails the run with its checks in an artifact, and nothing after it runs.
+  The nightly deployment first updates its inputs (git pull, `dvc update` of imported data,
+  each a parameter) and ends with a report of what changed.
 - `train_model`: one model through `dvc exp run -S ...`, so overrides are a DVC experiment.
 - `validate_data`: the gate alone, for new data.
 
@@ -74,6 +76,24 @@ def sync_remote(root: str, direction: str) -> bool:
     return True
 
 
+@task
+def update_sources(root: str, git_pull: bool, update_imports: bool) -> dict:
+    """git pull (of the deployed branch) and `dvc update` of imported data, each when asked."""
+    return orch.update_sources(Path(root), _log(), git_pull=git_pull, update_imports=update_imports)
+
+
+@task
+def change_report(root: str, base: str) -> str:
+    """What this run changed, against the commit it started from: the PR report's params and
+    metrics diff and registry decisions (`embedlab report`), as the `changes` artifact."""
+    from embedlab.report import write_report
+
+    written = write_report(Path(root), base, Path("reports/nightly.md"), Path("reports/nightly_plots"), None)
+    markdown = Path(written).read_text()
+    create_markdown_artifact(markdown, key="changes", description=f"what this run changed against {base[:12]}")
+    return markdown
+
+
 def _run_dag(root: str, stages: list[str], retries: int, retry_delay: float, force: bool) -> list[dict]:
     results = []
     for stage in stages:
@@ -95,15 +115,26 @@ def _run_dag(root: str, stages: list[str], retries: int, retry_delay: float, for
 
 
 @flow(name="pipeline", log_prints=True)
-def pipeline(root: str = ".", target: str | None = None, retries: int = 2, retry_delay: float = 10.0, force: bool = False) -> list[dict]:
-    """The DAG of dvc.yaml (all of it, or `target` and what it needs) as Prefect tasks."""
+def pipeline(root: str = ".", target: str | None = None, retries: int = 2, retry_delay: float = 10.0, force: bool = False,
+             git_pull: bool = False, update_imports: bool = False, report: bool = False) -> list[dict]:
+    """The DAG of dvc.yaml (all of it, or `target` and what it needs) as Prefect tasks.
+
+    A scheduled run first brings its inputs up to date, each step when asked: `git_pull` (the
+    checked-out branch, fast-forward only), `update_imports` (`dvc update` of every `dvc
+    import`ed data set), then the DVC remote's pull when one is configured. `report` ends the
+    run with what it changed against the commit it started from (the `changes` artifact)."""
     root = str(Path(root).resolve())
+    base = orch.git_head(Path(root)) if report else None  # before anything moves HEAD
+    if git_pull or update_imports:
+        update_sources(root, git_pull, update_imports)
     stages = orch.dag_stages(Path(root), target)
     get_run_logger().info("stages in DAG order: %s", ", ".join(stages))
     remote = sync_remote(root, "pull")
     results = _run_dag(root, stages, retries, retry_delay, force)
     if remote:
         sync_remote(root, "push")
+    if report:
+        change_report(root, base)
     return results
 
 

@@ -44,7 +44,8 @@ def dvc_command() -> list[str]:
 
 
 def dag_stages(root: Path, target: str | None = None) -> list[str]:
-    """Stage names of dvc.yaml in dependency order (file order between independent stages).
+    """Stage names of dvc.yaml in dependency order (file order between independent stages);
+    the stages of .dvc files (added or imported data) are left out.
 
     With `target`, only that stage and what it depends on."""
     import networkx as nx
@@ -55,6 +56,8 @@ def dag_stages(root: Path, target: str | None = None) -> list[str]:
     def name(stage) -> str:
         # `addressing` is relative to the current directory; dvc CLI calls run from root.
         dvcfile = Path(stage.dvcfile.path).resolve()
+        if not hasattr(stage, "name"):  # a .dvc file's stage: data added (`dvc add`) or imported (`dvc import`)
+            return os.path.relpath(dvcfile, root)
         return stage.name if dvcfile == root / "dvc.yaml" else f"{os.path.relpath(dvcfile, root)}:{stage.name}"
 
     with Repo(str(root)) as repo:
@@ -68,7 +71,9 @@ def dag_stages(root: Path, target: str | None = None) -> list[str]:
         else:
             keep = set(by_name)
         order = nx.lexicographical_topological_sort(graph.reverse(copy=True), key=lambda s: position[name(s)])
-        return [name(stage) for stage in order if name(stage) in keep]
+        # Data stages (.dvc files) are inputs, not steps: `dvc update` refreshes an import
+        # (update_sources), and an added file changes when its owner changes it.
+        return [name(stage) for stage in order if name(stage) in keep and hasattr(stage, "name")]
 
 
 _PROGRESS = re.compile(r"\d+%\|.*\|.*(it/s|s/it)|\?it/s\]|^(Sanity Checking|Validation|Training|Epoch \d+):.*\|")
@@ -112,6 +117,53 @@ def run_stage(stage: str, root: Path, log: Callable[[str], None] = print, force:
     if code != 0:
         raise StageFailed(stage, code, "\n".join(lines[-40:]))
     return {"stage": stage, "ran": any(f"Running stage '{stage}'" in line for line in lines), "seconds": seconds}
+
+
+def imported_data(root: Path) -> list[Path]:
+    """The .dvc files of `dvc import`ed data under `root` (their dependency names a repository),
+    in path order: what `dvc update` refreshes."""
+    import yaml
+
+    found = []
+    for path in sorted(root.rglob("*.dvc")):
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue  # .dvc/ and other hidden folders
+        spec = yaml.safe_load(path.read_text()) or {}
+        if any(isinstance(dep, dict) and "repo" in dep for dep in spec.get("deps") or []):
+            found.append(path)
+    return found
+
+
+def git_head(root: Path) -> str:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{root}: not a git checkout with a commit ({done.stderr.strip()})")
+    return done.stdout.strip()
+
+
+def update_sources(root: Path, log: Callable[[str], None] = print, git_pull: bool = False,
+                   update_imports: bool = False) -> dict:
+    """Bring code and data up to date before a scheduled run: `git pull --ff-only` of the
+    checked-out branch (`git_pull`), then `dvc update` of every imported data set
+    (`update_imports`). Returns the commit the run started from (`base`: what the change report
+    compares with), whether the pull moved HEAD, and which imports changed. A failed pull or
+    update raises with its output: no stage runs on half-updated inputs."""
+    base = git_head(root)
+    if git_pull:
+        code, lines = stream(["git", "pull", "--ff-only"], root, log)
+        if code != 0:
+            raise RuntimeError("git pull --ff-only failed (a diverged or detached checkout?):\n" + "\n".join(lines[-20:]))
+    updated = []
+    for spec in imported_data(root) if update_imports else []:
+        before = spec.read_text()
+        code, lines = stream(dvc_command() + ["update", str(spec.relative_to(root))], root, log)
+        if code != 0:
+            raise RuntimeError(f"dvc update {spec.relative_to(root)} failed:\n" + "\n".join(lines[-20:]))
+        if spec.read_text() != before:
+            updated.append(str(spec.relative_to(root)))
+    if update_imports and not imported_data(root):
+        log("No `dvc import`ed data in this checkout: nothing to update.")
+    return {"base": base, "pulled": git_head(root) != base, "updated": updated}
 
 
 def remote_configured(root: Path) -> bool:

@@ -94,12 +94,46 @@ def artifacts_of(server: dict, flow_run_id) -> dict[str, object]:
     return {a.key: a for a in found if a.key}
 
 
-def test_nightly_deployment_runs_the_pipeline_through_a_worker(prefect_server, repo_copy):
+def _nightly(server: dict, repo: Path) -> tuple[object, dict]:
+    """One nightly-retrain run (target publish@evaluator) through a worker: (flow run, artifacts)."""
+    started = prefect(["deployment", "run", "pipeline/nightly-retrain", "--param", "target=publish@evaluator"], server, repo)
+    flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", started).group(1)
+    prefect(["worker", "start", "--pool", "embedlab", "--run-once"], server, repo.parent)
+    with client(server) as c:
+        run = c.read_flow_run(flow_run_id)
+    assert run.state.is_completed(), run.state
+    return run, artifacts_of(server, run.id)
+
+
+def test_nightly_deployment_runs_the_pipeline_through_a_worker(prefect_server, repo_copy, tmp_path):
     """As an operator following Prefect's docs: `prefect deploy --all` from the repository root,
     nothing set; the worker starts in another folder. The run is the nightly deployment's flow
     with its `target` parameter set to the registry's first model (prepare, the gate, the two
     reference networks, evaluate and publish: six stages as tasks); the whole DAG is
-    test_pipeline.py's `dvc repro`, and the flow's stage order is test_orchestration's."""
+    test_pipeline.py's `dvc repro`, and the flow's stage order is test_orchestration's.
+
+    The data is a `dvc import` from another repository (the example-get-started way). When
+    upstream changes, the next night's `dvc update` brings it in: prepare, the gate, the
+    evaluator retrained and a new registry version, and the `changes` artifact reports the
+    diff. A night with nothing new reruns nothing."""
+    from embedlab.data.sources import load_digits_source
+
+    from .conftest import commit
+    from .conftest import run as sh
+
+    upstream = tmp_path / "upstream"
+    upstream.mkdir()
+    sh(["git", "init", "-q"], upstream)
+    sh(["dvc", "init", "-q"], upstream)
+    raw = load_digits_source()
+    images = np.stack(raw.images).astype(np.uint8)
+    np.savez(upstream / "digits.npz", images=images, labels=raw.labels)
+    sh(["dvc", "add", "digits.npz"], upstream)
+    commit(upstream, "the data set")
+    sh(["dvc", "import", str(upstream), "digits.npz", "-o", "data/raw/digits.npz"], repo_copy)
+    set_params(repo_copy, {"data": {"source": "npz:data/raw/digits.npz", "pixel_range": [0.0, 16.0]}})
+    commit(repo_copy, "the data is an import")
+
     prefect(["work-pool", "create", "embedlab", "--type", "process"], prefect_server, repo_copy)
     prefect(["--no-prompt", "deploy", "--all"], prefect_server, repo_copy)
     started = prefect(["deployment", "run", "pipeline/nightly-retrain", "--param", "target=publish@evaluator"],
@@ -140,6 +174,25 @@ def test_nightly_deployment_runs_the_pipeline_through_a_worker(prefect_server, r
     assert "champion" in artifacts["registry-evaluator"].data
     receipt = json.loads((repo_copy / "registry/evaluator.json").read_text())
     assert receipt["alias"] == "champion" and receipt["version"] == 1
+    assert "changes" in artifacts  # what the run changed, against the commit it started from
+    base = commit(repo_copy, "last night's run")
+
+    pixel = images[:20, 3, 3]
+    images[:20, 3, 3] = np.where(pixel < 16, pixel + 1, pixel - 1)  # upstream changes twenty pixels (still 0-16)
+    np.savez(upstream / "digits.npz", images=images, labels=raw.labels)
+    sh(["dvc", "add", "digits.npz"], upstream)
+    commit(upstream, "twenty pixels")
+    imported = (repo_copy / "data/raw/digits.npz.dvc").read_text()
+    _, artifacts = _nightly(prefect_server, repo_copy)
+    assert (repo_copy / "data/raw/digits.npz.dvc").read_text() != imported  # dvc update pinned the new rev
+    assert np.load(repo_copy / "data/raw/digits.npz")["images"][0, 3, 3] == images[0, 3, 3]
+    receipt = json.loads((repo_copy / "registry/evaluator.json").read_text())
+    assert receipt["version"] == 2  # retrained on the new data and published
+    assert base[:12] in artifacts["changes"].data and "evaluator" in artifacts["changes"].data
+
+    lock, receipt = (repo_copy / "dvc.lock").read_text(), (repo_copy / "registry/evaluator.json").read_text()
+    _nightly(prefect_server, repo_copy)  # nothing new upstream, nothing new here: nothing reruns
+    assert (repo_copy / "dvc.lock").read_text() == lock and (repo_copy / "registry/evaluator.json").read_text() == receipt
 
 
 def test_failed_gate_fails_the_flow_run_and_publishes_nothing(prefect_server, repo_copy):

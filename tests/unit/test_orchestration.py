@@ -205,3 +205,60 @@ def test_stream_logs_one_line_per_epoch(tmp_path):
     assert code == 0 and len(lines) == 8
     assert logged == ["Epoch 0: 100%|##########| 20/20 [00:00<00:00, 38.78it/s, val_acc=0.0]",
                       "Epoch 1: 100%|##########| 20/20 [00:00<00:00, 38.78it/s, val_acc=0.1]", "trained"]
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=root, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def test_update_sources_pulls_code_and_updates_imported_data_and_the_dag_skips_data_files(tmp_path):
+    """What the nightly run does before its stages: git pull (fast-forward) and `dvc update` of
+    `dvc import`ed data; data stages (.dvc files) are inputs, never steps of the flow."""
+    env, dvc = orch.tool_env(), orch.dvc_command()
+    upstream = tmp_path / "upstream"
+    upstream.mkdir()
+    _git(upstream, "init", "-q")
+    subprocess.run(dvc + ["init", "-q"], cwd=upstream, check=True, env=env)
+    (upstream / "data.txt").write_text("one\n")
+    subprocess.run(dvc + ["add", "-q", "data.txt"], cwd=upstream, check=True, env=env)
+    _git(upstream, "add", "-A")
+    _git(upstream, "commit", "-qm", "one")
+
+    origin = tmp_path / "origin"  # the project, as the deployment's checkout follows it
+    origin.mkdir()
+    _tiny_dvc_repo(origin)
+    subprocess.run(dvc + ["import", "-q", str(upstream), "data.txt", "-o", "imported.txt"], cwd=origin, check=True, env=env)
+    (origin / "added.txt").write_text("mine\n")
+    subprocess.run(dvc + ["add", "-q", "added.txt"], cwd=origin, check=True, env=env)
+    _git(origin, "add", "-A")
+    _git(origin, "commit", "-qm", "data")
+    repo = tmp_path / "repo"
+    _git(tmp_path, "clone", "-q", str(origin), str(repo))
+    assert orch.imported_data(repo) == [repo / "imported.txt.dvc"]
+    assert orch.dag_stages(repo) == ["hello", "broken"]  # added.txt.dvc and imported.txt.dvc are not steps
+
+    seen = []
+    nothing = orch.update_sources(repo, seen.append, git_pull=True, update_imports=True)
+    assert nothing == {"base": _git(repo, "rev-parse", "HEAD"), "pulled": False, "updated": []}
+
+    (upstream / "data.txt").write_text("two\n")
+    subprocess.run(dvc + ["add", "-q", "data.txt"], cwd=upstream, check=True, env=env)
+    _git(upstream, "commit", "-qam", "two")
+    (origin / "README").write_text("new code\n")
+    _git(origin, "add", "-A")
+    _git(origin, "commit", "-qm", "code")
+    before = _git(repo, "rev-parse", "HEAD")
+    both = orch.update_sources(repo, seen.append, git_pull=True, update_imports=True)
+    assert both["base"] == before and both["pulled"] and both["updated"] == ["imported.txt.dvc"]
+    assert (repo / "imported.txt").read_text() == "two\n" and (repo / "README").read_text() == "new code\n"
+
+    # a diverged checkout: the pull refuses, nothing is updated, the message says why
+    (repo / "local.txt").write_text("local\n")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "local")
+    (origin / "other.txt").write_text("other\n")
+    _git(origin, "add", "-A")
+    _git(origin, "commit", "-qm", "other")
+    with pytest.raises(RuntimeError, match="git pull --ff-only failed"):
+        orch.update_sources(repo, seen.append, git_pull=True)
