@@ -24,7 +24,7 @@ FLOWER_STAMP := $(FLOWER_VENV)/.embedlab-installed
 .PHONY: setup run run-paper test test-fast test-flower flower-env clean-outputs help lint docs gpu-wheels
 
 help:
-	@echo "make run   - set up .venv if needed, then dvc repro (the whole pipeline, ~33 min on 2 cores)"
+	@echo "make run   - set up .venv if needed, then dvc repro (the whole pipeline, ~36 min on 2 cores)"
 	@echo "make run-paper - params/paper.yaml's paper-scale budgets onto params.yaml, then dvc repro (hours)"
 	@echo "make test  - set up .venv (and .venv-flower) if needed, then the test suites"
 	@echo "make lint  - ruff check (also the first step of make test)"
@@ -79,19 +79,13 @@ gpu-wheels:
 	bash benchmarks/gpu_check.sh wheels
 
 # The two environments install side by side (one pip process each: 99 s instead of ~150 s on a
-# fresh clone here), lint runs (seconds), then the Flower test runs beside the main suite (it
-# mostly waits: 35 s wall, 13 s CPU) with its output shown after the main suite's; either
-# failing fails `make test`.
-FLOWER_LOG := $(FLOWER_VENV)/last-test.log
+# fresh clone here), then lint (seconds), then the Flower test, so the main suite's summary is
+# the closing line. (The Flower test beside the main suite saved nothing: 35 s alone, 174 s
+# under the main suite's load, which it slowed in turn.)
 test:
 	@$(MAKE) --no-print-directory -j2 setup flower-env
-	@$(MAKE) --no-print-directory lint
-	@FLWR_HOME=$(abspath $(FLOWER_VENV))/flwr-home $(FLOWER_VENV)/bin/python -m pytest --confcutdir=tests/flower \
-	    -p no:cacheprovider tests/flower $(PYTEST_ARGS) > $(FLOWER_LOG) 2>&1 & flower=$$!; \
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS); main=$$?; \
-	wait $$flower; flower_rc=$$?; \
-	echo "--- tests/flower (in .venv-flower, run beside the main suite; log: $(FLOWER_LOG)) ---"; tail -n 15 $(FLOWER_LOG); \
-	if [ $$main -ne 0 ] || [ $$flower_rc -ne 0 ]; then echo "make test: main suite exit $$main, Flower suite exit $$flower_rc"; exit 1; fi
+	@$(MAKE) --no-print-directory lint test-flower
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
