@@ -136,3 +136,22 @@ def test_every_make_target_and_embedlab_command_the_docs_show_exists():
     commands = set(re.findall(r"│ ([a-z][\w-]*)\s", out.stdout))
     assert commands, out.stdout + out.stderr
     assert not shown_cli - commands, f"embedlab commands the docs show but the CLI lacks: {shown_cli - commands}"
+
+
+def test_every_embedlab_flag_the_docs_show_exists():
+    """`embedlab <command> ... --flag` in any code block of the docs: the command's --help lists --flag."""
+    import re
+
+    shown: dict[str, set[str]] = {}
+    for page in PAGES:
+        for line in _code(page).splitlines():
+            for command, rest in re.findall(r"(?:^|[\s/(])embedlab ([a-z][\w-]*)([^|;&#`]*)", line):
+                shown.setdefault(command, set()).update(re.findall(r"(?<![\w-])(--[a-z][\w-]*)", rest))
+    assert any(shown.values()), "no embedlab flag found in the docs: the check would say nothing"
+    for command, flags in sorted(shown.items()):
+        if not flags:
+            continue
+        out = subprocess.run([sys.executable, "-m", "embedlab.cli", command, "--help"], capture_output=True, text=True,
+                             env={**__import__("os").environ, "COLUMNS": "200"})
+        listed = set(re.findall(r"(--[a-z][\w-]*)", out.stdout))
+        assert not flags - listed, f"embedlab {command}: the docs show {sorted(flags - listed)}, --help lists {sorted(listed)}"
