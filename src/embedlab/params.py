@@ -105,6 +105,16 @@ class TrainerParams(Section):
     log_every_n_steps: int = Field(10, ge=1)
     progress_bar: bool = True
 
+    @field_validator("devices")
+    @classmethod
+    def one_device(cls, value: int) -> int:
+        # Refused rather than run wrong: the batch iterables are not sharded by rank (every rank
+        # would train on every batch) and outputs are not written by rank 0 alone.
+        if value != 1:
+            raise ValueError("multi-device training is not supported yet (the batches are not sharded across ranks, "
+                             "so every rank would train on every batch); use 1 (docs/pipeline.md, GPU)")
+        return value
+
 
 class ClassifierParams(Section):
     seed: int = Field(0, ge=0)

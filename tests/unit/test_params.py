@@ -130,3 +130,9 @@ def test_a_deleted_key_with_another_default_would_be_caught():
     edited = parse_params(raw)
     del raw["backbone"]["max_epochs"]
     assert parse_params(raw) != edited
+
+
+def test_more_than_one_device_is_refused_before_any_work_naming_the_key():
+    assert parse_params({"trainer": {"devices": 1}}).trainer.devices == 1
+    with pytest.raises(ParamsError, match=r"trainer\.devices: .*multi-device training is not supported yet.*every rank"):
+        parse_params({"trainer": {"devices": 2}})
