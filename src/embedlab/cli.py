@@ -128,11 +128,14 @@ def train(name: str, params_file: Path = ParamsOption, root: Path = RootOption) 
     params, paths = _load(params_file, root)
     _pin_threads()
     from embedlab.params import ParamsError
+    from embedlab.training import ResumeError
 
     try:
         model.train(params, paths)
     except ParamsError as exc:
         _fail(f"bad params: {exc}", code=2)
+    except ResumeError as exc:
+        _fail(f"cannot resume: {exc}", code=2)
     _record_host(paths.model_dir(name))
     typer.echo(f"trained {name} -> {paths.model_dir(name)}")
 

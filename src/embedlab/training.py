@@ -16,12 +16,67 @@ only by stages that train (it costs ~9 s).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from embedlab.batches import TensorBatches, adamw_cosine, random_shift  # noqa: F401  (re-exported)
 from embedlab.params import TrainerParams
+
+RESUME_DIR = Path(".embedlab") / "resume"  # under the repository root: outside every stage's outs, git-ignored
+
+
+class ResumeError(RuntimeError):
+    """A kept checkpoint cannot be resumed from; the message names the file and the way out."""
+
+
+class Resume:
+    """A fit's last checkpoint, kept where `dvc repro` does not delete it (RESUME_DIR/<name>/),
+    keyed by what the fit's result depends on (`key`: params, data, code). `ckpt_path()` is the
+    checkpoint to resume from, or None: a fresh start. A checkpoint of another key is set aside
+    with a message and the fit starts fresh; an unreadable one stops the stage before any work
+    (it is read with weights_only, never unpickled). `done()` removes the folder once the stage's
+    outputs are written."""
+
+    def __init__(self, root: Path, name: str, key: dict):
+        self.name, self.dir = name, Path(root) / RESUME_DIR / name
+        self.key = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+        self.last = self.dir / "last.ckpt"
+
+    def _fresh(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        (self.dir / "key.json").write_text(json.dumps({"key": self.key}))
+
+    def ckpt_path(self, log: Callable[[str], None] = print) -> str | None:
+        if not self.last.exists():
+            self._fresh()
+            return None
+        try:
+            stored = json.loads((self.dir / "key.json").read_text())["key"]
+        except (OSError, ValueError, KeyError, TypeError):
+            stored = None
+        if stored != self.key:
+            log(f"{self.last}: kept from a run with other params, data or code: starting {self.name} fresh")
+            self._fresh()
+            return None
+        try:
+            state = torch.load(self.last, map_location="cpu", weights_only=True)
+            epoch, step = int(state["epoch"]), int(state["global_step"])
+            if not isinstance(state["state_dict"], dict):
+                raise TypeError("no state_dict")
+        except Exception as exc:  # noqa: BLE001  (any failure to read it: never resumed from)
+            raise ResumeError(f"{self.last}: not a readable checkpoint ({type(exc).__name__}: {exc}); "
+                              f"delete {self.dir} to start {self.name} fresh") from None
+        log(f"resuming {self.name} from {self.last}: {epoch + 1} epoch(s), step {step} done")
+        return str(self.last)
+
+    def done(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def resolve_device(trainer: TrainerParams) -> torch.device:
@@ -52,8 +107,11 @@ def make_trainer(
     mode: str = "max",
     patience: int | None = None,
     extra_callbacks: list | None = None,
+    resume: Resume | None = None,
 ):
-    """A Lightning Trainer configured from params; returns (trainer, device)."""
+    """A Lightning Trainer configured from params; returns (trainer, device). With `resume`, a
+    full last checkpoint (weights, optimiser, schedulers, loop and callback state) is written to
+    its folder after every epoch, and DVCLive continues its steps."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
@@ -67,6 +125,10 @@ def make_trainer(
         callbacks.append(
             ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor, mode=mode, save_weights_only=True, save_top_k=1)
         )
+    if resume is not None:
+        # The latest epoch, overwritten each epoch (Lightning writes checkpoints atomically).
+        callbacks.append(ModelCheckpoint(dirpath=resume.dir, filename=resume.last.stem, monitor=None, save_top_k=1,
+                                         save_on_train_epoch_end=True, enable_version_counter=False))
     if trainer.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=10))
     loggers = []
@@ -74,7 +136,8 @@ def make_trainer(
         from dvclive.lightning import DVCLiveLogger
 
         # dvcyaml=False: the plots are declared once, in the project's dvc.yaml.
-        loggers.append(DVCLiveLogger(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False, report=None))
+        loggers.append(DVCLiveLogger(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False, report=None,
+                                     resume=resume is not None and resume.last.exists()))
     pl_trainer = L.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=trainer.devices,

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from embedlab.params import EvaluatorParams, Params, TrainerParams
@@ -72,3 +73,36 @@ def test_tiny_classifier_fit_saves_loadable_weights(tmp_path, digits_prepared):
     assert len(metrics["weights"]["sha256"]) == 16
     assert json.loads(paths.metrics("evaluator").read_text())["test_accuracy"] == metrics["test_accuracy"]
     assert (paths.plots("evaluator") / "confusion.csv").exists()
+
+
+def test_resume_keeps_a_checkpoint_only_for_its_own_key(tmp_path):
+    """Resume (embedlab.training): nothing kept -> fresh; a checkpoint of another key (other
+    params, data or code) -> set aside with a message, fresh; its own -> resumed from, said with
+    the step; unreadable -> refused before any work, never unpickled; done() removes it."""
+    from embedlab.training import Resume, ResumeError
+
+    said = []
+    first = Resume(tmp_path, "evaluator", {"lr": 0.001})
+    assert first.ckpt_path(said.append) is None and first.dir.is_dir() and not said
+    torch.save({"epoch": 2, "global_step": 30, "state_dict": {"w": torch.ones(2)}}, first.last)
+    same = Resume(tmp_path, "evaluator", {"lr": 0.001})
+    assert same.ckpt_path(said.append) == str(same.last)
+    assert said[-1].endswith("3 epoch(s), step 30 done")
+    other = Resume(tmp_path, "evaluator", {"lr": 0.002})
+    assert other.ckpt_path(said.append) is None and not other.last.exists()
+    assert "other params, data or code: starting evaluator fresh" in said[-1]
+
+    torch.save({"epoch": 0, "global_step": 1, "state_dict": {"w": torch.ones(1)}}, other.last)
+    other.last.write_bytes(other.last.read_bytes()[:20])  # truncated
+    with pytest.raises(ResumeError, match=r"last\.ckpt: not a readable checkpoint.*delete .*evaluator"):
+        Resume(tmp_path, "evaluator", {"lr": 0.002}).ckpt_path(said.append)
+
+    class Payload:  # a pickle that would run code if unpickled
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled')",))
+
+    torch.save({"epoch": 0, "global_step": 1, "state_dict": Payload()}, other.last)
+    with pytest.raises(ResumeError, match="not a readable checkpoint"):
+        Resume(tmp_path, "evaluator", {"lr": 0.002}).ckpt_path(said.append)
+    other.done()
+    assert not other.dir.exists()

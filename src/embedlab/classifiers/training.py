@@ -4,17 +4,20 @@ their weights are the project's fixed instruments, committed to git."""
 
 from __future__ import annotations
 
-import tempfile
+import hashlib
+import inspect
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 
+from embedlab import batches as batches_module
+from embedlab.classifiers import nets as nets_module
 from embedlab.classifiers.nets import build_classifier, save_classifier
 from embedlab.data.prepare import read_prepared
 from embedlab.params import ClassifierParams, Params
 from embedlab.paths import Paths
-from embedlab.training import TensorBatches, adamw_cosine, load_best_weights, make_trainer, random_shift
+from embedlab.training import Resume, TensorBatches, adamw_cosine, load_best_weights, make_trainer, random_shift
 
 
 class LitClassifier(L.LightningModule):
@@ -44,29 +47,59 @@ class LitClassifier(L.LightningModule):
     def configure_optimizers(self):
         return adamw_cosine(self.net.parameters(), self.cfg.lr, self.cfg.weight_decay, self.max_epochs)
 
+    # What a resumed fit needs beyond Lightning's own state: the random streams (dropout draws from
+    # torch's global one, the shift augmentation from its own) and the minibatch order's epoch.
+    batches: TensorBatches | None = None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["embedlab"] = {"torch_rng": torch.get_rng_state(), "shift_gen": self.shift_gen.get_state(),
+                                  "batches_epoch": self.batches.epoch if self.batches is not None else 0}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["embedlab"]
+        torch.set_rng_state(state["torch_rng"])
+        self.shift_gen.set_state(state["shift_gen"])
+        if self.batches is not None:
+            self.batches.epoch = int(state["batches_epoch"])
+
+
+def resume_key(name: str, kwargs: dict, params: Params, data) -> dict:
+    """What a classifier's fit depends on: its params, the trainer keys, the train/val arrays and
+    the code (nets, this file, the batches)."""
+    digest = hashlib.sha256()
+    for split in ("train", "val"):
+        for array in data.split(split):
+            digest.update(array.tobytes())
+    code = hashlib.sha256("".join(inspect.getsource(m) for m in (nets_module, batches_module)).encode()
+                          + inspect.getsource(LitClassifier).encode() + inspect.getsource(fit_classifier).encode())
+    return {"name": name, "kwargs": kwargs, "section": params.model_section(name).model_dump(),
+            "trainer": params.trainer.model_dump(exclude={"progress_bar", "log_every_n_steps"}),
+            "data": digest.hexdigest(), "code": code.hexdigest()}
+
 
 def fit_classifier(name: str, kwargs: dict, params: Params, paths: Paths) -> None:
     """Train `name` (evaluator | backbone) on the train split, early-stopped on val accuracy;
-    models/<name>/ receives model.safetensors and config.json only (the best checkpoint lives in
-    a scratch folder: the folder is committed to git)."""
+    models/<name>/ receives model.safetensors and config.json only (the folder is committed to
+    git). The best and the last checkpoint live in .embedlab/resume/<name>/ until the weights are
+    written: a killed run, rerun with the same params, data and code, resumes from its last epoch."""
     cfg = params.model_section(name)
     data = read_prepared(paths.prepared)
-    with tempfile.TemporaryDirectory(prefix=f"embedlab-{name}-ckpt-") as scratch:
-        trainer, device = make_trainer(
-            params.trainer, name=name, max_epochs=cfg.max_epochs, max_steps=cfg.max_steps, seed=cfg.seed,
-            live_dir=paths.dvclive(name), checkpoint_dir=scratch, monitor="val_acc", patience=cfg.patience,
-        )
-        tensors = {}
-        for split in ("train", "val"):
-            x, y = data.split(split)
-            tensors[split] = (torch.as_tensor(x, device=device), torch.as_tensor(y, device=device))
-        lit = LitClassifier(build_classifier(name, **kwargs), cfg, cfg.max_epochs)
-        trainer.fit(
-            lit,
-            train_dataloaders=TensorBatches(*tensors["train"], batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed),
-            val_dataloaders=TensorBatches(*tensors["val"], batch_size=1024),
-        )
-        load_best_weights(lit, trainer)
+    resume = Resume(paths.root, name, resume_key(name, kwargs, params, data))
+    ckpt_path = resume.ckpt_path()  # before any work: a corrupt checkpoint stops here
+    trainer, device = make_trainer(
+        params.trainer, name=name, max_epochs=cfg.max_epochs, max_steps=cfg.max_steps, seed=cfg.seed,
+        live_dir=paths.dvclive(name), checkpoint_dir=resume.dir, monitor="val_acc", patience=cfg.patience, resume=resume,
+    )
+    tensors = {}
+    for split in ("train", "val"):
+        x, y = data.split(split)
+        tensors[split] = (torch.as_tensor(x, device=device), torch.as_tensor(y, device=device))
+    lit = LitClassifier(build_classifier(name, **kwargs), cfg, cfg.max_epochs)
+    lit.batches = TensorBatches(*tensors["train"], batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
+    trainer.fit(lit, train_dataloaders=lit.batches, val_dataloaders=TensorBatches(*tensors["val"], batch_size=1024),
+                ckpt_path=ckpt_path, weights_only=True)
+    load_best_weights(lit, trainer)
     save_classifier(lit.net, name, kwargs, paths.model_dir(name),
                     extra={"epochs_run": trainer.current_epoch,
                            "best_val_acc": round(float(trainer.checkpoint_callback.best_model_score or 0), 4)})
+    resume.done()
