@@ -120,18 +120,14 @@ def run_stage(stage: str, root: Path, log: Callable[[str], None] = print, force:
 
 
 def imported_data(root: Path) -> list[Path]:
-    """The .dvc files of `dvc import`ed data under `root` (their dependency names a repository),
-    in path order: what `dvc update` refreshes."""
-    import yaml
+    """The .dvc files of `dvc import`ed data in the repository at `root`, in path order: what
+    `dvc update` refreshes. Read from DVC's own index, like `dag_stages` (it knows which stages
+    are imports and what .dvcignore leaves out)."""
+    from dvc.repo import Repo
 
-    found = []
-    for path in sorted(root.rglob("*.dvc")):
-        if any(part.startswith(".") for part in path.relative_to(root).parts):
-            continue  # .dvc/ and other hidden folders
-        spec = yaml.safe_load(path.read_text()) or {}
-        if any(isinstance(dep, dict) and "repo" in dep for dep in spec.get("deps") or []):
-            found.append(path)
-    return found
+    resolved = Path(root).resolve()
+    with Repo(str(resolved)) as repo:
+        return sorted(Path(root) / Path(stage.path).relative_to(resolved) for stage in repo.index.stages if stage.is_import)
 
 
 def git_head(root: Path) -> str:
@@ -153,16 +149,17 @@ def update_sources(root: Path, log: Callable[[str], None] = print, git_pull: boo
         code, lines = stream(["git", "pull", "--ff-only"], root, log)
         if code != 0:
             raise RuntimeError("git pull --ff-only failed (a diverged or detached checkout?):\n" + "\n".join(lines[-20:]))
+    imports = imported_data(root) if update_imports else []
+    if update_imports and not imports:
+        log("No `dvc import`ed data in this checkout: nothing to update.")
     updated = []
-    for spec in imported_data(root) if update_imports else []:
+    for spec in imports:
         before = spec.read_text()
         code, lines = stream(dvc_command() + ["update", str(spec.relative_to(root))], root, log)
         if code != 0:
             raise RuntimeError(f"dvc update {spec.relative_to(root)} failed:\n" + "\n".join(lines[-20:]))
         if spec.read_text() != before:
             updated.append(str(spec.relative_to(root)))
-    if update_imports and not imported_data(root):
-        log("No `dvc import`ed data in this checkout: nothing to update.")
     return {"base": base, "pulled": git_head(root) != base, "updated": updated}
 
 
