@@ -25,6 +25,7 @@ from embedlab.evaluation.claims import precondition, verdict
 from embedlab.evaluation.intervals import METHODS, mean_interval, over_seeds, value_of
 from embedlab.evaluation.samples import SampleScorer, evaluator_id, weights_id
 from embedlab.io import load_tensors, load_weights, write_json_atomic
+from embedlab.jobs import run_all
 from embedlab.methods.base import ModelBundle
 from embedlab.methods.diffusion.given import WEIGHTS, ddpm_from, read_config
 from embedlab.methods.diffusion.lora import trainable_parameters
@@ -32,7 +33,7 @@ from embedlab.methods.diffusion.params import DiffusionParams
 from embedlab.methods.diffusion.parts import GUIDED, NAME, PRIMARY_METRIC, Parts, requested_labels, seed_dir
 from embedlab.methods.diffusion.plots import plot_all
 from embedlab.methods.diffusion.schedule import ddim_step, ddim_timesteps
-from embedlab.params import Params
+from embedlab.params import Params, parse_params
 from embedlab.paths import Paths
 
 ROOM = 0.2        # the precondition: the off-the-shelf classifier must fail by this much (supervised - naive)
@@ -81,6 +82,17 @@ def published_seed(info: dict) -> int:
     return int(max(info["scales"], key=lambda s: (sweep_accuracy(info, s, "ppap"), -int(s))))
 
 
+def sample_arm(raw: dict, root: str, seed: int, arm: str, scale: float, per_class: int) -> tuple[np.ndarray, float]:
+    """One job of `evaluate` in a worker: a training seed's arm at its scale, `per_class` images per
+    class drawn at sampling seed = the training seed, and the milliseconds per sample it took."""
+    params, paths = parse_params(raw), Paths(Path(root))
+    parts = Parts.from_stage(params, paths, seed)
+    labels = requested_labels(parts.num_classes, per_class)
+    t0 = time.perf_counter()
+    images = parts.sample(arm, labels, scale, seed)
+    return images.numpy(), (time.perf_counter() - t0) / len(labels) * 1000
+
+
 def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     from tqdm.auto import tqdm
 
@@ -93,20 +105,23 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     floor = scorer.floor(len(labels), labels, seed=e.seed)
     per_seed: dict = defaultdict(list)  # arm -> [scores per training seed]
     first_images, seconds = {}, defaultdict(list)
-    bar = tqdm(total=len(p.seeds) * (len(GUIDED) + 1), desc="evaluate@diffusion", unit="arm",
-               disable=not params.trainer.progress_bar)
-    for seed in p.seeds:
-        parts = Parts.from_stage(params, paths, seed)
-        for arm in parts.arms:
-            scale = 0.0 if arm == "unguided" else float(info["scales"][str(seed)][arm]["chosen"])
-            t0 = time.perf_counter()
-            images = parts.sample(arm, labels, scale, seed)
-            seconds[arm].append((time.perf_counter() - t0) / len(labels) * 1000)
-            scores = scorer.score(images, None if arm == "unguided" else labels, seed=seed)
-            per_seed[arm].append({**scores, "scale": scale})
-            first_images.setdefault(arm, images)
-            bar.update(1)
-    bar.close()
+    # Each (seed, arm)'s samples depend on that seed and arm alone (`Parts.sample`): drawn on
+    # `workers` processes, scored here in the same order, so the numbers do not depend on workers.
+    jobs = [(seed, arm, 0.0 if arm == "unguided" else float(info["scales"][str(seed)][arm]["chosen"]))
+            for seed in p.seeds for arm in ("unguided",) + GUIDED if arm != "cfg" or seed in p.cfg_seeds]
+    raw, root = params.model_dump(by_alias=True), str(paths.root)
+    bar = tqdm(total=len(jobs), desc="evaluate@diffusion samples", unit="arm", disable=not params.trainer.progress_bar)
+    try:
+        drawn = run_all(sample_arm, [(raw, root, *job, p.samples_per_class) for job in jobs], min(2, p.workers),
+                        bar=bar)
+    finally:
+        bar.close()
+    for (seed, arm, scale), (array, ms_per_sample) in zip(jobs, drawn):
+        images = torch.from_numpy(array)
+        seconds[arm].append(ms_per_sample)
+        scores = scorer.score(images, None if arm == "unguided" else labels, seed=seed)
+        per_seed[arm].append({**scores, "scale": scale})
+        first_images.setdefault(arm, images)
 
     def table(metric: str) -> dict:
         out = {arm: over_seeds([r[metric] for r in runs]) for arm, runs in per_seed.items() if metric in runs[0]}

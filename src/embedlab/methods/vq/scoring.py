@@ -21,6 +21,7 @@ from embedlab.evaluation.intervals import METHODS, mean_interval, over_seeds, sc
 from embedlab.evaluation.samples import SampleScorer, evaluator_id, weights_id
 from embedlab.evaluation.scores import psnr
 from embedlab.io import write_json_atomic
+from embedlab.jobs import run_all
 from embedlab.methods.base import ModelBundle
 from embedlab.methods.vq.given import load_tokenizer
 from embedlab.methods.vq.parts import (
@@ -35,7 +36,7 @@ from embedlab.methods.vq.parts import (
 )
 from embedlab.methods.vq.plots import write_plots
 from embedlab.methods.vq.tokenizer import greedy_codes
-from embedlab.params import Params
+from embedlab.params import Params, parse_params
 from embedlab.paths import Paths
 
 FD_MARGIN = 0.10  # ResGen's FD may exceed the AR prior's by at most 10% and still count as no worse
@@ -135,6 +136,25 @@ def claims(per_seed: dict, seeds: list[int], gate: dict) -> dict:
 
 
 @torch.no_grad()
+def sample_seed(raw: dict, root: str, seed: int) -> dict:
+    """One job of `evaluate` in a worker: a training seed's reported samples of both priors (torch
+    seeded with the training seed) and the precondition's (GATE_SEED + the seed), as arrays, with
+    the priors' config."""
+    params, paths = parse_params(raw), Paths(Path(root))
+    cfg = params.vq
+    tokenizer, _ = load_tokenizer(tokenizer_dir(paths))
+    resgen, ar, config = load_priors(seed_dir(paths, seed), tokenizer)
+    k = int(json.loads((paths.prepared / "meta.json").read_text())["num_classes"])
+    out: dict = {"config": config}
+    for stream, per_class, prefix in ((seed, cfg.samples_per_class, ""), (GATE_SEED + seed, GATE_PER_CLASS, "gate_")):
+        labels = torch.arange(k).repeat_interleave(per_class)
+        torch.manual_seed(stream)
+        for kind, prior in (("resgen", resgen), ("ar", ar)):
+            out[prefix + kind] = sample_images(tokenizer, prior, labels, cfg.prior, kind).numpy()
+    return out
+
+
+@torch.no_grad()
 def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     from tqdm.auto import tqdm
 
@@ -158,25 +178,30 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     gate_labels = torch.arange(k).repeat_interleave(GATE_PER_CLASS)
     backbone = load_classifier(paths.model_dir("backbone")).eval()
     shown = {}
-    for seed in tqdm(cfg.seeds, desc="evaluate@vq", unit="seed", disable=not params.trainer.progress_bar):
-        resgen, ar, config = load_priors(seed_dir(paths, seed), tokenizer)
-        torch.manual_seed(seed)
-        samples = {kind: sample_images(tokenizer, prior, labels, cfg.prior, kind) for kind, prior in
-                   (("resgen", resgen), ("ar", ar))}
+    # Each seed's samples depend on that seed alone (its own torch streams): drawn on `workers`
+    # processes, scored here in seed order.
+    raw, root = params.model_dump(by_alias=True), str(paths.root)
+    jobs = [(raw, root, seed) for seed in cfg.seeds]
+    bar = tqdm(total=len(jobs), desc="evaluate@vq samples", unit="job", disable=not params.trainer.progress_bar)
+    try:
+        drawn = run_all(sample_seed, jobs, min(2, cfg.workers), bar=bar)
+    finally:
+        bar.close()
+    for seed, out in zip(cfg.seeds, drawn):
+        samples = {kind: torch.from_numpy(out[kind]) for kind in ("resgen", "ar")}
         for kind, images in samples.items():
             per_seed[kind].append(scorer.score(images, labels, seed=seed))
-        shown = shown or {"samples": samples, "config": config}
+        shown = shown or {"samples": samples, "config": out["config"]}
         # The precondition's own samples, read by the backbone (`recognisable`).
-        torch.manual_seed(GATE_SEED + seed)
-        for kind, prior in (("resgen", resgen), ("ar", ar)):
-            images = sample_images(tokenizer, prior, gate_labels, cfg.prior, kind)
-            gate[kind].append(class_accuracy(predict(backbone, images)[0], gate_labels))
+        for kind in ("resgen", "ar"):
+            gate[kind].append(class_accuracy(predict(backbone, torch.from_numpy(out[f"gate_{kind}"]))[0], gate_labels))
 
     def table(metric: str) -> dict:
         out = {kind: over_seeds([r[metric] for r in per_seed[kind]]) for kind in ("resgen", "ar")}
         out["real"] = floor[metric]
         return out
 
+    # Sampling times alone on this process, after the pool: a concurrent job would slow them.
     config = shown["config"]
     timing = {f"d{d}": sampling_seconds(config, cfg.prior, d, cfg.timing_samples) for d in cfg.timing_depths}
     pub_seed = published_seed(info)
