@@ -46,6 +46,7 @@ from embedlab.methods.gan.modes import (
     toy_ceiling,
 )
 from embedlab.methods.gan.parts import (
+    DIGITS_CLAIM_NOT_RUN,
     NAME,
     NOT_RUN,
     PRIMARY_METRIC,
@@ -162,6 +163,8 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
     if not trained & set(STACKED):
         metrics["not_run"] = {"stacked": NOT_RUN, "stacked_full": NOT_RUN}
     metrics["claims"] = claims(per_seed, ceilings, floors, params, config["tuning"], dict(gate_reads))
+    if "mee_quality_vs_dcgan_digits" not in metrics["claims"]:
+        metrics.setdefault("not_run", {})["mee_quality_vs_dcgan_digits"] = DIGITS_CLAIM_NOT_RUN
     bench, arm, seed = published_of(config)
     published_runs = [j["seed"] for j in config["jobs"] if (j["bench"], j["arm"]) == (bench, arm)]
     pub = per_seed[bench][arm][published_runs.index(seed)]
