@@ -1,6 +1,6 @@
 """Presets: a file of overrides merged onto params.yaml in place, comments kept.
 
-params.yaml is what `make run` runs on a laptop (~36 minutes on 2 cores, almost half of it diffusion). params/paper.yaml
+params.yaml is what `make run` runs on a laptop (~19 minutes on 2 cores, a third of it diffusion). params/paper.yaml
 holds the paper-scale budgets (more seeds, longer training, the stacked GAN benchmarks): `make
 run-paper` applies it and runs `dvc repro`, for a GPU or a long night (docs/pipeline.md says what
 it costs). `git checkout params.yaml` returns to the default. The merged result is validated

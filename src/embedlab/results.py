@@ -134,6 +134,22 @@ def diffusion_table(root: Path) -> str:
     return table(["arm", "guided accuracy", "FD", "KID", "confident share", "training seeds"], rows)
 
 
+def diffusion_budget_table(root: Path) -> str:
+    """PPAP against the supervised experts per expert budget (benchmarks/diffusion_budget.py)."""
+    path = root / "benchmarks" / "results" / "diffusion_budget.json"
+    if not path.exists():
+        raise ResultsError(f"{path} is missing: run benchmarks/diffusion_budget.py")
+    rows = []
+    for r in json.loads(path.read_text())["rows"]:
+        rows.append([f"{r['steps']} x {r['batch_size']}", fmt(r["compute_vs_paper"], 2), fmt(r["n"]),
+                     score(r["ppap"]), score(r["supervised"]), score(r["difference"], 4),
+                     f"**{r['verdict']}**", fmt(r["seconds_per_fit"], 1), fmt(r["train_seconds"], 1),
+                     f"`{r['commit']}`"])
+    return table(["expert steps x batch", "compute (paper = 1)", "N", "ppap guided accuracy",
+                  "supervised", "ppap - supervised [95% CI] (margin 0.05)", "verdict", "s per fit",
+                  "train@diffusion (s)", "metrics at"], rows)
+
+
 def gan_table(root: Path) -> str:
     m = _load(root, "gan")
     rows = []
@@ -305,7 +321,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "floor": floor_table, "diffusion": diffusion_table, "gan": gan_table, "gan-digits": gan_digits_table,
     "vq": vq_table, "vq-depth": vq_depth_table, "federated": federated_table, "published": published_table,
     "federated-tuning": federated_tuning_table, "federated-sweep": federated_sweep_table,
-    "timing": timing_table, "tuning": tuning_table,
+    "timing": timing_table, "tuning": tuning_table, "diffusion-budget": diffusion_budget_table,
 }
 
 

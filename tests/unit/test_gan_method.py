@@ -1,6 +1,7 @@
 """The gan method's plumbing (issue 5): jobs, sigma choice, mode reading, generators on disk."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,7 +56,10 @@ class TripleGenerator(nn.Module):
 
 
 def test_planned_jobs_cover_every_benchmark_with_distinct_files_and_take_the_tuned_values():
-    params = parse_params({"gan": {"image": {"stacked": True, "compare_arms": ["dcgan", "maf", "mee"]}}})  # the paper preset
+    import yaml
+
+    paper = yaml.safe_load((Path(__file__).resolve().parents[2] / "params" / "paper.yaml").read_text())["gan"]
+    params = parse_params({"gan": paper})  # the paper preset
     jobs = planned_jobs(params)
     g = params.gan
     expected = (2 * len(g.toy.arms) * len(g.toy.seeds) + len(g.image.arms) * len(g.image.seeds)

@@ -16,7 +16,7 @@ class DiffusionPPAPParams(Section):
     alpha: float = Field(8.0, gt=0.0, le=1e4)
     lr: float = Field(5e-3, gt=0.0, le=10.0)  # the reference: 1e-3 left experts for t >= 400 untrained
     steps: int = Field(600, ge=1, le=10_000_000)  # per expert
-    batch_size: int = Field(128, ge=1, le=65536)
+    batch_size: int = Field(64, ge=1, le=65536)  # the paper preset: 128
     kd_samples: int = Field(1024, ge=1, le=10_000_000)  # unlabelled DDPM samples, shared by the experts
     tau: float = Field(0.25, gt=0.0, le=100.0)
 
@@ -52,9 +52,9 @@ class DiffusionParams(Section):
     supervised_lr: float = Field(1e-3, gt=0.0, le=10.0)  # the supervised multi-experts (ppap.steps each)
     scales: list[float] = Field(default_factory=lambda: [1.0, 3.0, 10.0, 20.0, 30.0, 100.0], min_length=1)  # classifier guidance
     cfg_scales: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0], min_length=1)  # cfg's w
-    sweep_per_class: int = Field(20, ge=1, le=100_000)  # samples per class per scale when choosing it
+    sweep_per_class: int = Field(10, ge=1, le=100_000)  # samples per class per scale when choosing it
     fd_guard: float = Field(2.0, gt=1.0, le=1000.0)  # a chosen scale keeps backbone-FD to val <= this x unguided's
-    samples_per_class: int = Field(100, ge=1, le=100_000)  # per training seed and arm
+    samples_per_class: int = Field(50, ge=1, le=100_000)  # per training seed and arm
     workers: int = Field(2, ge=1, le=64)
 
     @model_validator(mode="after")

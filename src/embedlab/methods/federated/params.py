@@ -80,7 +80,7 @@ class TuningParams(Section):
     number for every arm. Each CNN arm tunes its own training configuration (`feature_shift`
     keys); FRAug tunes its own (`fraug` keys) on top of FedBN's choice, the method it extends."""
 
-    seeds: list[int] = Field(default_factory=lambda: [100, 101, 102], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [100], min_length=1)  # the paper preset: [100, 101, 102]
     local: list[dict[str, float]] = Field(default_factory=_lr_grid, min_length=1)
     fedavg: list[dict[str, float]] = Field(default_factory=_lr_grid, min_length=1)
     fedprox: list[dict[str, float]] = Field(default_factory=_lr_grid, min_length=1)
