@@ -35,7 +35,8 @@ TINY = {
                    "maf+disomap": {"values": [0.3, 1.0]}, "maf+disomap+dlle": {"values": [0.1, 0.3]},
                    "mee": {"values": [0.1, 0.3]}},
         "toy": {"seeds": [0, 1], "steps": 4, "batch_size": 32, "hidden": 16, "eval_samples": 100},
-        "image": {"seeds": [0], "compare_arms": ["dcgan", "mee"], "steps": 3, "batch_size": 16, "gen_width": 4, "disc_width": 4, "weak_disc_width": 2,
+        "image": {"seeds": [0], "compare_arms": ["dcgan", "mee"],  # the digit claim's code path
+                  "steps": 3, "batch_size": 16, "gen_width": 4, "disc_width": 4, "weak_disc_width": 2,
                   "eval_samples": 50, "fd_samples": 20},
         "workers": 2,
     },
