@@ -128,14 +128,17 @@ def train(name: str, params_file: Path = ParamsOption, root: Path = RootOption) 
     params, paths = _load(params_file, root)
     _pin_threads()
     from embedlab.params import ParamsError
-    from embedlab.training import ResumeError
+    from embedlab.training import ResumeError, check_devices, is_global_zero
 
     try:
+        check_devices(params.trainer, name)
         model.train(params, paths)
     except ParamsError as exc:
         _fail(f"bad params: {exc}", code=2)
     except ResumeError as exc:
         _fail(f"cannot resume: {exc}", code=2)
+    if not is_global_zero():
+        return  # a DDP rank the launcher started: rank 0 writes
     _record_host(paths.model_dir(name))
     typer.echo(f"trained {name} -> {paths.model_dir(name)}")
 
@@ -152,8 +155,10 @@ def pretrain(name: str, params_file: Path = ParamsOption, root: Path = RootOptio
     params, paths = _load(params_file, root)
     _pin_threads()
     from embedlab.params import ParamsError
+    from embedlab.training import check_devices
 
     try:
+        check_devices(params.trainer, name)
         given.train(params, paths)
     except ParamsError as exc:
         _fail(f"bad params: {exc}", code=2)

@@ -99,21 +99,14 @@ class PartitionParams(Section):
 
 class TrainerParams(Section):
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
-    devices: int = Field(1, ge=1)
+    # Processes per node (GPUs, or CPU processes), and nodes: above 1 in all, Lightning's DDP. Which
+    # models can use it, and what the others say instead: embedlab.training.check_devices.
+    devices: int = Field(1, ge=1, le=1024)
+    num_nodes: int = Field(1, ge=1, le=1024)
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
     deterministic: bool = True
     log_every_n_steps: int = Field(10, ge=1)
     progress_bar: bool = True
-
-    @field_validator("devices")
-    @classmethod
-    def one_device(cls, value: int) -> int:
-        # Refused rather than run wrong: the batch iterables are not sharded by rank (every rank
-        # would train on every batch) and outputs are not written by rank 0 alone.
-        if value != 1:
-            raise ValueError("multi-device training is not supported yet (the batches are not sharded across ranks, "
-                             "so every rank would train on every batch); use 1 (docs/pipeline.md, GPU)")
-        return value
 
 
 class ClassifierParams(Section):

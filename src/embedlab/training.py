@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 
 from embedlab.batches import TensorBatches, adamw_cosine, random_shift  # noqa: F401  (re-exported)
-from embedlab.params import TrainerParams
+from embedlab.params import ParamsError, TrainerParams
 
 RESUME_DIR = Path(".embedlab") / "resume"  # under the repository root: outside every stage's outs, git-ignored
 
@@ -53,6 +54,8 @@ class Resume:
         (self.dir / "key.json").write_text(json.dumps({"key": self.key}))
 
     def ckpt_path(self, log: Callable[[str], None] = print) -> str | None:
+        if not is_global_zero():  # a DDP rank the launcher started: rank 0 has decided, and owns the folder
+            return str(self.last) if self.last.exists() else None
         if not self.last.exists():
             self._fresh()
             return None
@@ -77,6 +80,43 @@ class Resume:
 
     def done(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---- several devices (Lightning's DDP) -----------------------------------------------------------
+
+# The models whose fits shard their batches by rank and write from rank 0 alone. The methods'
+# job runners (per-seed jobs, GAN stacks, federated runs) do not yet.
+MULTI_DEVICE = ("evaluator", "backbone")
+
+
+def world_size(trainer: TrainerParams) -> int:
+    return trainer.devices * trainer.num_nodes
+
+
+def is_global_zero() -> bool:
+    """This process is rank 0 of its run: true outside DDP. The ranks Lightning's launcher (or
+    torchrun, or a cluster launcher) starts carry their rank in the environment."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
+
+
+def check_devices(trainer: TrainerParams, name: str) -> None:
+    """Refuse, before any work, devices that are not there and models that cannot use several."""
+    world = world_size(trainer)
+    if world > 1 and name not in MULTI_DEVICE:
+        raise ParamsError(
+            f"trainer.devices: {trainer.devices} x trainer.num_nodes: {trainer.num_nodes}: {name} trains on one "
+            f"device (its jobs are not sharded across ranks yet; only {', '.join(MULTI_DEVICE)} train with DDP). "
+            f"Use trainer.devices: 1 for {name}; for federated training across machines, Flower "
+            "(README, \"Several devices\")")
+    if trainer.accelerator == "cpu" or (trainer.accelerator == "auto" and not torch.cuda.is_available()):
+        cores = os.cpu_count() or 1
+        if trainer.devices > cores:
+            raise ParamsError(f"trainer.devices: {trainer.devices} CPU processes, but this machine has {cores} cores")
+    else:
+        visible = torch.cuda.device_count()
+        if trainer.devices > visible:
+            raise ParamsError(f"trainer.devices: {trainer.devices}, but {visible} CUDA device(s) are visible "
+                              "(CUDA_VISIBLE_DEVICES, nvidia-smi)")
 
 
 def resolve_device(trainer: TrainerParams) -> torch.device:
@@ -109,14 +149,16 @@ def make_trainer(
     extra_callbacks: list | None = None,
     resume: Resume | None = None,
 ):
-    """A Lightning Trainer configured from params; returns (trainer, device). With `resume`, a
-    full last checkpoint (weights, optimiser, schedulers, loop and callback state) is written to
-    its folder after every epoch, and DVCLive continues its steps."""
+    """A Lightning Trainer configured from params; returns (trainer, device): the device the data
+    should live on (under DDP the CPU: Lightning moves each rank's batches to its own device).
+    With `resume`, a full last checkpoint (weights, optimiser, schedulers, loop and callback state)
+    is written to its folder after every epoch, and DVCLive continues its steps."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
     L.seed_everything(seed, workers=True, verbose=False)
     device = resolve_device(trainer)
+    ddp = world_size(trainer) > 1
     callbacks = list(extra_callbacks or [])
     if monitor and patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=patience))
@@ -141,6 +183,8 @@ def make_trainer(
     pl_trainer = L.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=trainer.devices,
+        num_nodes=trainer.num_nodes,
+        strategy="ddp" if ddp else "auto",  # on CPU over gloo, on GPUs over NCCL
         precision=resolve_precision(trainer, device),
         max_epochs=max_epochs,
         max_steps=max_steps,
@@ -153,7 +197,7 @@ def make_trainer(
         callbacks=callbacks,
         default_root_dir=str(checkpoint_dir or live_dir or "."),
     )
-    return pl_trainer, device
+    return pl_trainer, torch.device("cpu") if ddp else device
 
 
 def load_best_weights(module: torch.nn.Module, trainer) -> bool:

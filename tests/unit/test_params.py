@@ -132,7 +132,8 @@ def test_a_deleted_key_with_another_default_would_be_caught():
     assert parse_params(raw) != edited
 
 
-def test_more_than_one_device_is_refused_before_any_work_naming_the_key():
-    assert parse_params({"trainer": {"devices": 1}}).trainer.devices == 1
-    with pytest.raises(ParamsError, match=r"trainer\.devices: .*multi-device training is not supported yet.*every rank"):
-        parse_params({"trainer": {"devices": 2}})
+def test_devices_and_nodes_take_counts_from_one():
+    assert parse_params({"trainer": {"devices": 2, "num_nodes": 2}}).trainer.devices == 2
+    for key in ("devices", "num_nodes"):
+        with pytest.raises(ParamsError, match=rf"trainer\.{key}"):
+            parse_params({"trainer": {key: 0}})

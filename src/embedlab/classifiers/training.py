@@ -1,6 +1,10 @@
 """Fitting a classifier from nets.py: the Lightning module and the fit that `reference@<name>`
 runs. The reference stages depend on this file and nets.py only (plus data and params):
-their weights are the project's fixed instruments, committed to git."""
+their weights are the project's fixed instruments, committed to git.
+
+With `trainer.devices` x `trainer.num_nodes` above 1 the fit is Lightning's DDP: each rank
+trains on its own shard of every epoch (`ShardedBatches`), validation reads the whole val split
+on every rank (so early stopping agrees), and rank 0 alone writes the weights."""
 
 from __future__ import annotations
 
@@ -20,6 +24,43 @@ from embedlab.paths import Paths
 from embedlab.training import Resume, TensorBatches, adamw_cosine, load_best_weights, make_trainer, random_shift
 
 
+class ShardedBatches(TensorBatches):
+    """TensorBatches with each DDP rank its own shard of every epoch: the epoch's order (the same
+    seeded permutation on every rank) is padded with its own head to a multiple of the world size,
+    as torch's DistributedSampler does, and rank r takes every world-th index from r, so the ranks'
+    shards are disjoint (but for the padding), cover the epoch and give every rank the same number
+    of batches (unequal counts would hang DDP). `rank` and `world` come from the Trainer
+    (`LitClassifier.setup`); with one rank it is TensorBatches, order and all."""
+
+    rank, world = 0, 1
+
+    def __len__(self) -> int:
+        if self.world == 1:
+            return super().__len__()
+        n = -(-len(self.tensors[0]) // self.world)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def shard(self) -> torch.Tensor:
+        """This rank's indices of the next epoch's order (and the epoch advances)."""
+        n = len(self.tensors[0])
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        else:
+            order = torch.arange(n)
+        self.epoch += 1
+        total = -(-n // self.world) * self.world
+        return torch.cat([order, order[: total - n]])[self.rank :: self.world]
+
+    def __iter__(self):
+        if self.world == 1:
+            yield from super().__iter__()
+            return
+        mine = self.shard().to(self.tensors[0].device)
+        for i in range(len(self)):
+            idx = mine[i * self.batch_size : (i + 1) * self.batch_size]
+            yield tuple(t[idx] for t in self.tensors)
+
+
 class LitClassifier(L.LightningModule):
     def __init__(self, net: torch.nn.Module, cfg: ClassifierParams, max_epochs: int):
         super().__init__()
@@ -35,14 +76,19 @@ class LitClassifier(L.LightningModule):
         x, y = batch
         x = random_shift(x, self.cfg.augment_shift, self.shift_gen)
         loss = F.cross_entropy(self.net(x), y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
         logits = self.net(x)
-        self.log("val_loss", F.cross_entropy(logits, y), on_epoch=True, prog_bar=True)
-        self.log("val_acc", (logits.argmax(1) == y).float().mean(), on_epoch=True, prog_bar=True)
+        self.log("val_loss", F.cross_entropy(logits, y), on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("val_acc", (logits.argmax(1) == y).float().mean(), on_epoch=True, prog_bar=True, sync_dist=True)
+
+    def setup(self, stage: str) -> None:
+        # Before Lightning first asks the train iterable its length: this rank's shard.
+        if isinstance(self.batches, ShardedBatches):
+            self.batches.rank, self.batches.world = self.global_rank, self.trainer.world_size
 
     def configure_optimizers(self):
         return adamw_cosine(self.net.parameters(), self.cfg.lr, self.cfg.weight_decay, self.max_epochs)
@@ -95,11 +141,16 @@ def fit_classifier(name: str, kwargs: dict, params: Params, paths: Paths) -> Non
         x, y = data.split(split)
         tensors[split] = (torch.as_tensor(x, device=device), torch.as_tensor(y, device=device))
     lit = LitClassifier(build_classifier(name, **kwargs), cfg, cfg.max_epochs)
-    lit.batches = TensorBatches(*tensors["train"], batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
+    lit.batches = ShardedBatches(*tensors["train"], batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
     trainer.fit(lit, train_dataloaders=lit.batches, val_dataloaders=TensorBatches(*tensors["val"], batch_size=1024),
                 ckpt_path=ckpt_path, weights_only=True)
+    if not trainer.is_global_zero:
+        return  # rank 0 writes
     load_best_weights(lit, trainer)
-    save_classifier(lit.net, name, kwargs, paths.model_dir(name),
-                    extra={"epochs_run": trainer.current_epoch,
-                           "best_val_acc": round(float(trainer.checkpoint_callback.best_model_score or 0), 4)})
+    extra = {"epochs_run": trainer.current_epoch,
+             "best_val_acc": round(float(trainer.checkpoint_callback.best_model_score or 0), 4)}
+    if trainer.world_size > 1:  # how the fit was spread: each rank's share of an epoch
+        extra["ddp"] = {"world_size": trainer.world_size, "batches_per_rank": len(lit.batches),
+                        "samples_per_rank": -(-len(tensors["train"][0]) // trainer.world_size)}
+    save_classifier(lit.net, name, kwargs, paths.model_dir(name), extra=extra)
     resume.done()

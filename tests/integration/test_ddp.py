@@ -1,0 +1,54 @@
+"""Several devices (issue 32): `embedlab train evaluator` as Lightning DDP over 2 CPU processes
+(gloo) on tiny params. Each rank trains on its own shard of every epoch (the shards themselves:
+tests/unit/test_devices.py), rank 0 alone writes, and the weights load; a method asked for 2
+devices refuses before any work."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import yaml
+
+from .conftest import run, set_params
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_evaluator_trains_as_ddp_on_two_cpu_processes_and_rank_zero_alone_writes(repo_copy):
+    set_params(repo_copy, {"trainer": {"accelerator": "cpu", "devices": 2, "progress_bar": False},
+                           "evaluator": {"max_epochs": 2, "patience": 2}})
+    run(["embedlab", "prepare"], repo_copy)
+    meta = json.loads((repo_copy / "data/prepared/meta.json").read_text())
+    out = run(["embedlab", "train", "evaluator"], repo_copy)
+    said = out.stdout + out.stderr
+    assert said.count("trained evaluator ->") == 1, said[-3000:]  # rank 1 ends quietly
+
+    model_dir = repo_copy / "models/evaluator"
+    config = json.loads((model_dir / "config.json").read_text())
+    from embedlab.data.prepare import read_prepared
+
+    train_rows = len(read_prepared(repo_copy / "data/prepared").split("train")[1])
+    batch = yaml.safe_load((repo_copy / "params.yaml").read_text())["evaluator"]["batch_size"]
+    assert config["ddp"] == {"world_size": 2, "samples_per_rank": math.ceil(train_rows / 2),
+                             "batches_per_rank": math.ceil(math.ceil(train_rows / 2) / batch)}
+    assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "host.json", "model.safetensors"]
+    assert not (repo_copy / ".embedlab/resume/evaluator").exists()
+
+    from embedlab.classifiers.nets import load_classifier
+
+    net = load_classifier(model_dir).eval()
+    x = torch.zeros(2, 1, meta["image_size"], meta["image_size"])
+    assert net(x).shape == (2, meta["num_classes"])
+
+    # One DVCLive run: each validation logged once (one row per step), not once per rank.
+    rows = (repo_copy / "dvclive/evaluator/plots/metrics/val/acc.tsv").read_text().strip().splitlines()[1:]
+    steps = [r.split("\t")[0] for r in rows]
+    assert rows and len(steps) == len(set(steps)), rows
+
+    refused = run(["embedlab", "train", "vq"], repo_copy, check=False)
+    assert refused.returncode == 2
+    assert "trainer.devices: 2" in refused.stderr and "vq trains on one device" in refused.stderr
+
