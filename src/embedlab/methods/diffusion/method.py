@@ -254,7 +254,7 @@ def train(params: Params, paths: Paths) -> None:
     finally:
         bar.close()
     out: dict = {"seconds": {}, "scales": {}, "unguided_backbone_fd_val": {}}
-    for key, result in results.items():
+    for key, result in sorted(results.items()):  # job keys, not completion order: the same file on every run
         part, seed = key.split("/")[:2]
         if part == "sweep":
             out["scales"].setdefault(seed, {}).update({k: v for k, v in result.items() if not k.startswith("_")})
@@ -269,11 +269,12 @@ def train(params: Params, paths: Paths) -> None:
 
 def log_live(live_dir: Path, results: dict, seed: str) -> None:
     """dvclive/diffusion/: the first seed's scale sweep (backbone accuracy and backbone FD to val
-    per arm, one step per scale index) and every seed's chosen scales."""
+    per arm, one step per scale index) and every seed's chosen scales. Seeds and arms in sorted
+    order: the jobs finish in an order that depends on timing (the file is committed to git)."""
     with open_live(live_dir) as live:
-        live.summary["chosen_scale"] = {s: {arm: v["chosen"] for arm, v in per.items()}
-                                        for s, per in results["scales"].items()}
-        scales = results["scales"][seed]
+        live.summary["chosen_scale"] = {s: {arm: v["chosen"] for arm, v in sorted(per.items())}
+                                        for s, per in sorted(results["scales"].items())}
+        scales = dict(sorted(results["scales"][seed].items()))
         length = max(len(v["sweep"]) for v in scales.values())
         for i in range(length):
             live.step = i
