@@ -16,6 +16,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
+# The methods run their jobs in this process (workers: 1): no spawned worker to start and import
+# in the shared build. test_pipeline_rerun.py retrains them on 2 spawned workers and gets the
+# same numbers.
 TINY = {
     "trainer": {"progress_bar": False, "log_every_n_steps": 5},
     "evaluator": {"width": 8, "feature_dim": 16, "max_epochs": 2, "batch_size": 32, "lr": 0.005},
@@ -28,6 +31,7 @@ TINY = {
         "prior": {"width": 16, "layers": 1, "heads": 2, "mixtures": 2, "max_epochs": 1, "augment_copies": 0,
                   "steps": 2, "batch_size": 256},
         "eval_depths": [1, 2], "samples_per_class": 2, "timing_depths": [1, 2], "timing_samples": 10,
+        "workers": 1,
     },
     "gan": {
         "loss": {"buffer_size": 64},
@@ -38,12 +42,12 @@ TINY = {
         "image": {"seeds": [0], "compare_arms": ["dcgan", "mee"],  # the digit claim's code path
                   "steps": 3, "batch_size": 16, "gen_width": 4, "disc_width": 4, "weak_disc_width": 2,
                   "eval_samples": 50, "fd_samples": 20},
-        "workers": 2,
+        "workers": 1,
     },
     "diffusion": {
         "seeds": [0, 1], "cfg_seeds": [0], "ddpm": {"timesteps": 100, "channels": [8, 8], "steps": 20, "batch_size": 32},
         "ddim_steps": 3, "ppap": {"experts": 2, "steps": 5, "kd_samples": 16, "batch_size": 8},
-        "scales": [1.0, 10.0], "cfg_scales": [1.0], "sweep_per_class": 2, "samples_per_class": 2, "workers": 2,
+        "scales": [1.0, 10.0], "cfg_scales": [1.0], "sweep_per_class": 2, "samples_per_class": 2, "workers": 1,
     },
     "federated": {
         "seeds": [0, 1],
@@ -52,7 +56,7 @@ TINY = {
         "tuning": {"seeds": [100], **{arm: [{"lr": 0.05}, {"lr": 0.1}] for arm in ("local", "fedavg", "fedprox", "fedbn")},
                    "fraug": [{"lambda_r": 1.0}, {"lambda_r": 10.0}]},
         "ggeur": {"target_size": 5},
-        "workers": 2,
+        "workers": 1,
     },
 }
 

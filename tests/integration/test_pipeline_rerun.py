@@ -1,5 +1,5 @@
 """Training again gives the same numbers: every method of the tiny run (conftest.py
-`tiny_pipeline`) retrained on a clone, in one process."""
+`tiny_pipeline`, its jobs in one process) retrained on a clone on 2 spawned workers."""
 
 import json
 
@@ -21,17 +21,18 @@ def flat(tree, prefix: str = "") -> dict:
     return out
 
 
-def test_each_method_trained_again_in_one_process_gives_the_same_metrics(tiny_pipeline, tmp_path):
-    """Seeded runs are reproducible whatever the worker count: every method retrained in this
-    process (workers: 1, where the run used 2 spawned workers) scores exactly the same, wall
-    times and the host record aside (embedlab.numerics pins the kernels and the threads)."""
+def test_each_method_trained_again_on_two_workers_gives_the_same_metrics(tiny_pipeline, tmp_path):
+    """Seeded runs are reproducible whatever the worker count: every method retrained and
+    evaluated on 2 spawned workers (where the run used workers: 1, its jobs in one process)
+    scores exactly the same, wall times and the host record aside (embedlab.numerics pins the
+    kernels and the threads)."""
     from embedlab.report import is_timing
 
-    again = tmp_path / "one-worker"
+    again = tmp_path / "two-workers"
     run(["git", "clone", "-q", str(tiny_pipeline.origin), str(again)], tmp_path)
     run(["dvc", "pull"], again)  # the team remote: the inputs, not retrained
     methods = ("vq", "gan", "federated", "diffusion")
-    set_params(again, {m: {"workers": 1} for m in methods})
+    set_params(again, {m: {"workers": 2} for m in methods})
     out = run(["dvc", "repro", "-s"] + [f"{stage}@{m}" for m in methods for stage in ("train", "evaluate")], again)
     for m in methods:
         assert f"Running stage 'train@{m}'" in out.stdout, m
