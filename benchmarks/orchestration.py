@@ -11,7 +11,7 @@ Side by side in one run, on a throw-away copy of this repository with the params
 
 Arms 1-3 run in the order 1,2,3 then 3,2,1 for each repeat (drift cancels in the mean).
 
-    .venv/bin/python benchmarks/orchestration.py [--params my-params.yaml] [--repeats 2]
+    .venv/bin/python benchmarks/orchestration.py [--params my-params.yaml] [--tiny] [--repeats 2]
 
 Writes benchmarks/results/orchestration.json and prints a table.
 """
@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def copy_repo(dest: Path, params: Path | None) -> Path:
+def copy_repo(dest: Path, params: Path | None, tiny: bool = False) -> Path:
     listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     for rel in filter(None, listed.split("\0")):
         if (REPO / rel).is_file():
@@ -43,6 +43,14 @@ def copy_repo(dest: Path, params: Path | None) -> Path:
             shutil.copy2(REPO / rel, dest / rel)
     if params:
         shutil.copy2(params, dest / "params.yaml")
+    if tiny:  # the integration tests' tiny budgets over the params: a whole DAG in ~3 min here
+        import yaml
+
+        sys.path.insert(0, str(REPO))
+        from tests.integration.conftest import TINY, merge
+
+        merged = merge(yaml.safe_load((dest / "params.yaml").read_text()), TINY)
+        (dest / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
     git = ["git", "-c", "user.email=b@b", "-c", "user.name=bench"]
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     subprocess.run(git + ["add", "-A"], cwd=dest, check=True)
@@ -71,6 +79,7 @@ def start_server(home: Path) -> tuple[subprocess.Popen, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=Path, default=None)
+    parser.add_argument("--tiny", action="store_true", help="the tests' TINY budgets (tests/integration/conftest.py) over the params")
     parser.add_argument("--tasks", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/orchestration.json")
@@ -87,7 +96,7 @@ def main() -> None:
         sys.path.insert(0, str(REPO))
         from flows.pipeline import pipeline
 
-        repo = copy_repo(work / "repo", args.params)
+        repo = copy_repo(work / "repo", args.params, args.tiny)
         subprocess.run(["dvc", "repro"], cwd=repo, check=True, capture_output=True)  # warm caches and imports once
 
         from embedlab.orchestration import dag_stages
@@ -140,7 +149,7 @@ def main() -> None:
 
     mean = {name: sum(v) / len(v) for name, v in times.items()}
     report = {
-        "params": str(args.params or "params.yaml"),
+        "params": str(args.params or "params.yaml") + (" + tests/integration/conftest.py TINY" if args.tiny else ""),
         "stages": len(stages),
         "runs_per_arm": len(times["dvc_repro"]),
         "seconds": {name: [round(t, 2) for t in v] for name, v in times.items()},

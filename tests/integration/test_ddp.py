@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -14,7 +15,8 @@ import yaml
 
 from .conftest import run, set_params
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two CPU processes need two cores (check_devices)")]
 
 
 def test_the_evaluator_trains_as_ddp_on_two_cpu_processes_and_rank_zero_alone_writes(repo_copy):
