@@ -79,7 +79,9 @@ def save_tensors(tree, path: Path) -> None:
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:
-        save_file(flat, tmp, metadata={"embedlab.lists": json.dumps(lists), "embedlab.empty": json.dumps(empty)})
+        # One metadata entry: safetensors writes its metadata map in an order that changes from
+        # process to process, so two entries made the same tree two different files.
+        save_file(flat, tmp, metadata={"embedlab.tree": json.dumps({"lists": lists, "empty": empty})})
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -96,7 +98,11 @@ def load_tensors(path: Path, device="cpu"):
         raise FileNotFoundError(f"{path}: missing; train the model first")
     with safe_open(str(path), framework="pt", device=str(device)) as f:
         meta = f.metadata() or {}
-        lists = set(json.loads(meta.get("embedlab.lists", "[]")))
+        if "embedlab.tree" in meta:
+            tree = json.loads(meta["embedlab.tree"])
+        else:  # files written before the single entry
+            tree = {"lists": json.loads(meta.get("embedlab.lists", "[]")), "empty": json.loads(meta.get("embedlab.empty", "{}"))}
+        lists = set(tree["lists"])
         root: dict = {}
 
         def place(key: str, value) -> None:
@@ -105,7 +111,7 @@ def load_tensors(path: Path, device="cpu"):
                 node = node.setdefault(part, {})
             node[parts[-1]] = value
 
-        for key, kind in json.loads(meta.get("embedlab.empty", "{}")).items():
+        for key, kind in tree["empty"].items():
             place(key, [] if kind == "list" else {})
         for key in f.keys():
             place(key, f.get_tensor(key))

@@ -76,33 +76,59 @@ def run_all(fn: Callable, jobs: Sequence[tuple], workers: int, in_process: bool 
 
 
 def run_graph(fn: Callable, jobs: dict, after: dict, workers: int, in_process: bool = False, bar=None,
-              on_done: Callable | None = None) -> dict:
+              on_done: Callable | None = None, store=None, files: Callable | None = None) -> dict:
     """fn(*jobs[key]) for every key, each once all keys in after[key] have finished: a job starts
     as soon as its inputs exist, so no worker idles at a phase boundary. `on_done(key, result)`
     runs in this process as each finishes (and may return more jobs to add, {key: (args, after)}).
-    Returns {key: result}."""
+    `store` (an `embedlab.jobstore.JobStore`): a job it kept from a killed run of the same stage is
+    taken from it, its files written back, instead of run again; each job that finishes here is
+    kept in it with the files `files(key, result)` names (paths the job wrote). Returns {key: result}."""
     from concurrent.futures import FIRST_COMPLETED, wait
 
     jobs, after = dict(jobs), {k: set(after.get(k, ())) for k in jobs}
     results: dict = {}
     running: dict = {}
+
+    def finish(key, result) -> None:
+        results[key] = result
+        if bar is not None:
+            bar.update(1)
+        if on_done is not None:
+            for new_key, (args, deps) in (on_done(key, result) or {}).items():
+                jobs[new_key], after[new_key] = args, set(deps)
+                if bar is not None:
+                    bar.total += 1
+
+    def complete(key, result) -> None:
+        if store is not None:
+            store.put(key, result, files(key, result) if files is not None else ())
+        finish(key, result)
+
     with Pool(workers, in_process) as pool:
         while len(results) < len(jobs):
-            for key in [k for k in jobs if k not in results and k not in running.values()]:
-                if after[key] <= set(results):
-                    running[pool.submit(fn, *jobs[key])] = key
+            ready = [k for k in jobs if k not in results and k not in running.values() and after[k] <= set(results)]
+            progressed = False
+            for key in ready:
+                found, result = store.get(key) if store is not None else (False, None)
+                if found:
+                    finish(key, result)
+                    progressed = True
+                    continue
+                fut = pool.submit(fn, *jobs[key])
+                if pool.executor is None:  # run here, now: kept before the next one starts
+                    complete(key, fut.result())
+                    progressed = True
+                else:
+                    running[fut] = key
+            if progressed:
+                continue  # a finished or kept job may have made others ready
             if not running:
+                if len(results) == len(jobs):
+                    break
                 missing = {k: sorted(after[k] - set(jobs)) for k in jobs if after[k] - set(jobs)}
                 raise ValueError(f"jobs wait on keys that do not exist: {missing}")
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for fut in done:
                 key = running.pop(fut)
-                results[key] = fut.result()
-                if bar is not None:
-                    bar.update(1)
-                if on_done is not None:
-                    for new_key, (args, deps) in (on_done(key, results[key]) or {}).items():
-                        jobs[new_key], after[new_key] = args, set(deps)
-                        if bar is not None:
-                            bar.total += 1
+                complete(key, fut.result())
     return results

@@ -26,13 +26,8 @@ from pathlib import Path
 import torch
 
 from embedlab.batches import TensorBatches, adamw_cosine, random_shift  # noqa: F401  (re-exported)
+from embedlab.jobstore import RESUME_DIR, ResumeError  # noqa: F401  (re-exported)
 from embedlab.params import ParamsError, TrainerParams
-
-RESUME_DIR = Path(".embedlab") / "resume"  # under the repository root: outside every stage's outs, git-ignored
-
-
-class ResumeError(RuntimeError):
-    """A kept checkpoint cannot be resumed from; the message names the file and the way out."""
 
 
 class Resume:

@@ -39,3 +39,28 @@ def test_a_non_tensor_is_refused_by_name_and_nothing_is_written(tmp_path):
 def test_missing_file_names_itself(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.safetensors: missing"):
         load_tensors(tmp_path / "nope.safetensors")
+
+
+def test_the_same_tree_is_the_same_file_in_every_process(tmp_path):
+    # safetensors writes its metadata map in a per-process order: with two entries, one tree
+    # gave two different files (a committed output's hash then depended on the process).
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from embedlab.io import save_tensors; "
+            "save_tensors([{'a': torch.ones(2)}, [], {}], sys.argv[1])")
+    files = [tmp_path / f"{i}.safetensors" for i in range(6)]
+    for f in files:
+        subprocess.run([sys.executable, "-c", code, str(f)], check=True)
+    assert len({f.read_bytes() for f in files}) == 1
+
+
+def test_a_file_of_the_earlier_two_entry_layout_still_loads(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    save_file({"0/a": torch.ones(1), "1/a": torch.zeros(1)}, str(tmp_path / "old.safetensors"),
+              metadata={"embedlab.lists": json.dumps([""]), "embedlab.empty": json.dumps({"2": "dict"})})
+    back = load_tensors(tmp_path / "old.safetensors")
+    assert isinstance(back, list) and float(back[0]["a"]) == 1.0 and back[2] == {}

@@ -32,6 +32,7 @@ from embedlab.evaluation import class_accuracy, predict
 from embedlab.evaluation.distances import features, frechet_distance
 from embedlab.io import load_tensors, save_tensors, write_json_atomic
 from embedlab.jobs import run_graph
+from embedlab.jobstore import method_store
 from embedlab.live import open_live
 from embedlab.methods.diffusion.experts import expert_module, expert_range, supervised_module, teacher_logits
 from embedlab.methods.diffusion.given import check_current, fit, fit_ddpm, load_ddpm, schedule_of
@@ -248,9 +249,24 @@ def train(params: Params, paths: Paths) -> None:
             collect(seed_dir(paths, seed), "expert", p.ppap.experts)
             collect(seed_dir(paths, seed), "supervised", p.ppap.experts)
 
+    def written(key: str, _result) -> list[Path]:
+        """The files job `key` wrote: kept with its result for a rerun (embedlab.jobstore)."""
+        part, seed, arg = jobs[key]
+        folder = seed_dir(paths, seed)
+        if part == "ddpm_cond":
+            return [folder / "ddpm_cond.safetensors"]
+        if part in ("experts", "supervised"):
+            return [folder / f"{part.removesuffix('s')}_{i}.safetensors" for i in arg]
+        if seed != p.seeds[0]:  # a sweep: the first seed's keeps its samples
+            return []
+        return [model_dir / "sweep" / f"{arm}_{scale:g}.npy" for arm in arg
+                for scale in (p.cfg_scales if arm == "cfg" else p.scales)]
+
+    # A killed run's finished parts (and their files) are kept for the rerun (embedlab.jobstore).
+    store = method_store(NAME, params, paths, [paths.prepared, paths.model_dir("backbone"), paths.model_dir("ddpm")])
     try:
         results = run_graph(_run_part, {k: (n, raw, root, s, a) for k, (n, s, a) in jobs.items()}, after,
-                            min(2, p.workers), in_process, bar, on_done=join_experts)
+                            min(2, p.workers), in_process, bar, on_done=join_experts, store=store, files=written)
     finally:
         bar.close()
     out: dict = {"seconds": {}, "scales": {}, "unguided_backbone_fd_val": {}}
@@ -265,6 +281,7 @@ def train(params: Params, paths: Paths) -> None:
     out["config"] = p.model_dump()
     write_json_atomic(model_dir / "train.json", out)
     log_live(paths.dvclive(NAME), out, str(p.seeds[0]))
+    store.done()
 
 
 def log_live(live_dir: Path, results: dict, seed: str) -> None:

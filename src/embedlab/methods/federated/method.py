@@ -29,6 +29,7 @@ import numpy as np
 from embedlab.data.partition import load_partition
 from embedlab.io import save_tensors, write_json_atomic
 from embedlab.jobs import run_graph
+from embedlab.jobstore import method_store
 from embedlab.live import open_live
 from embedlab.methods.federated.clients import feature_shift_subsets
 from embedlab.methods.federated.parts import (
@@ -84,7 +85,7 @@ def _worker_run(job: Job, raw: dict, root: str, num_classes: int, image_size: in
     return run_job(job, parse_params(raw), Path(root), num_classes, image_size, progress=progress)
 
 
-def run_all(params: Params, root: Path, num_classes: int, image_size: int,
+def run_all(params: Params, root: Path, num_classes: int, image_size: int, store=None,
             progress: bool = True) -> tuple[list[dict], dict, Params]:
     """Tuning, then every scored run, as one job graph on the shared runner (embedlab.jobs):
     single-thread spawned workers on a CPU, in this process on a GPU or with one worker (then
@@ -140,7 +141,7 @@ def run_all(params: Params, root: Path, num_classes: int, image_size: int,
 
     bar = tqdm(total=len(jobs), desc="federated runs", unit="run", disable=not progress)
     try:
-        results = run_graph(_worker_run, jobs, {}, params.federated.workers, in_process, bar, on_done)
+        results = run_graph(_worker_run, jobs, {}, params.federated.workers, in_process, bar, on_done, store=store)
     finally:
         bar.close()
     return [results[j.key] for j in plan], tuning, tuned
@@ -166,13 +167,16 @@ def train(params: Params, paths: Paths) -> None:
     start = time.perf_counter()
     progress = params.trainer.progress_bar
     # Every CNN arm tunes its own configuration; FRAug tunes on top of the one FedBN chose.
-    results, tuning, _ = run_all(params, paths.root, num_classes, image_size, progress=progress)
+    # A killed run's finished runs are kept for the rerun (embedlab.jobstore).
+    store = method_store(NAME, params, paths, [paths.partitions, paths.model_dir("tokenizer")])
+    results, tuning, _ = run_all(params, paths.root, num_classes, image_size, store, progress=progress)
     save_tensors({r["key"]: r.pop("states") for r in results}, model_dir / "runs.safetensors")
     log_live(paths.dvclive(NAME), params, results)
     write_json_atomic(model_dir / "runs.json", {
         "num_classes": num_classes, "image_size": image_size, "tuning": tuning,
         "wall_seconds": round(time.perf_counter() - start, 1), "runs": results,
     })
+    store.done()
 
 
 def choose(params: Params, arm: str, runs: list[dict]) -> dict:

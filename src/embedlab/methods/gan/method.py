@@ -30,6 +30,7 @@ from embedlab.classifiers.nets import load_classifier
 from embedlab.data.prepare import read_prepared
 from embedlab.io import save_weights, write_json_atomic
 from embedlab.jobs import Pool
+from embedlab.jobstore import method_store
 from embedlab.live import open_live
 from embedlab.methods.gan.arms import sample
 from embedlab.methods.gan.modes import digits_ceiling, score_digit_modes, score_stacked, score_toy, stacked_ceiling, toy_ceiling
@@ -195,6 +196,8 @@ def train(params: Params, paths: Paths) -> None:
     pool = Pool(g.workers, in_process=device.type != "cpu")
     job_args = (params.model_dump(by_alias=True), images.numpy(), labels.numpy(), str(device), pool.executor is None)
     start = time.perf_counter()
+    # A killed run's finished stacks are kept for the rerun (embedlab.jobstore).
+    store = method_store(NAME, params, paths, [paths.prepared, paths.model_dir("backbone")])
     histories, results, backbone_reads = {}, {}, {}
     published = published_run(params)
     selection = selection_jobs(params)
@@ -203,13 +206,13 @@ def train(params: Params, paths: Paths) -> None:
                disable=not params.trainer.progress_bar)
     try:
         scores: dict = defaultdict(dict)
-        for job, (state, hist) in _results(pool, stacks, job_args, bar):
+        for job, (state, hist) in _results(pool, stacks, job_args, bar, store):
             scores[(job.bench, job.arm)][job.value] = {**read(job, restore_generator(params, job.bench, size, state)),
                                                        "seconds": hist["seconds"]}
         chosen = {group: choose_value(per) for group, per in scores.items()}
         planned = stacks_of(planned_jobs(params, chosen), device.type)
         stacks += planned
-        for job, (state, hist) in _results(pool, planned, job_args, bar):
+        for job, (state, hist) in _results(pool, planned, job_args, bar, store):
             gen = restore_generator(params, job.bench, size, state)
             path = out / job.weights
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -252,13 +255,27 @@ def train(params: Params, paths: Paths) -> None:
     write_json_atomic(out / "history.json", {"curve_every": CURVE_EVERY, "runs": histories})
     log_live(paths.dvclive(NAME), histories, config["tuning"])
     write_json_atomic(out / "config.json", config)
+    store.done()
 
 
-def _results(pool: Pool, stacks: list[list[Job]], job_args: tuple, bar):
-    """(job, (state, history)) for every job of `stacks`, trained in `pool`, in submission order."""
-    futures = [(group, pool.submit(_stack, group, *job_args)) for group in stacks]
-    for group, fut in futures:
-        results = fut.result()
+def _results(pool: Pool, stacks: list[list[Job]], job_args: tuple, bar, store=None):
+    """(job, (state, history)) for every job of `stacks`, trained in `pool`, in submission order.
+    A stack `store` kept from a killed run of the stage (embedlab.jobstore) is taken from it, not
+    trained again; each stack trained here is kept in it."""
+    def key(group: list[Job]) -> str:
+        return "+".join(f"{j.key}@{j.value}" for j in group)
+
+    pending = []
+    for group in stacks:
+        found, kept = store.get(key(group)) if store is not None else (False, None)
+        fut = None if found else pool.submit(_stack, group, *job_args)
+        if fut is not None and pool.executor is None and store is not None:
+            store.put(key(group), fut.result())  # ran here, now: kept before the next stack starts
+        pending.append((group, fut, kept))
+    for group, fut, kept in pending:
+        results = kept if fut is None else fut.result()
+        if fut is not None and pool.executor is not None and store is not None:
+            store.put(key(group), results)
         bar.update(len(group))
         yield from zip(group, results)
 

@@ -20,6 +20,7 @@ from embedlab.data.prepare import read_prepared
 from embedlab.evaluation.samples import weights_id
 from embedlab.io import load_tensors, save_tensors, save_weights, write_json_atomic
 from embedlab.jobs import run_graph
+from embedlab.jobstore import method_store
 from embedlab.methods.vq.given import load_tokenizer, tokenizer_config
 from embedlab.methods.vq.parts import NAME, PRIMARY_METRIC, build_priors, seed_dir, tokenize_all, tokenizer_dir
 from embedlab.methods.vq.scoring import evaluate, export, load_bundle
@@ -139,9 +140,12 @@ def train(params: Params, paths: Paths) -> None:
     raw, root = params.model_dump(by_alias=True), str(paths.root)
     # Every (longer) AR prior first, so no worker idles on one at the end.
     jobs = {f"{part}/{s}": (raw, root, s, part) for part in ("ar", "resgen") for s in cfg.seeds}
+    # A killed run's finished priors (and their weights) are kept for the rerun (embedlab.jobstore).
+    store = method_store(NAME, params, paths, [paths.prepared, tokenizer_dir(paths)])
     bar = tqdm(total=len(jobs), desc="train@vq priors", unit="prior", disable=not params.trainer.progress_bar)
     try:
-        results = run_graph(fit_prior_job, jobs, {}, cfg.workers, device.type != "cpu", bar)
+        results = run_graph(fit_prior_job, jobs, {}, cfg.workers, device.type != "cpu", bar, store=store,
+                            files=lambda key, _: [seed_dir(paths, int(key.split("/")[1])) / f"{key.split('/')[0]}.safetensors"])
     finally:
         bar.close()
     runs: dict = {str(s): {} for s in cfg.seeds}
@@ -153,3 +157,4 @@ def train(params: Params, paths: Paths) -> None:
         write_json_atomic(seed_dir(paths, s) / "config.json", {**config, "training": runs[str(s)]})
     write_json_atomic(paths.model_dir(NAME) / "train.json", {"seeds": list(cfg.seeds), "runs": runs,
                                                             "wall_seconds": round(time.perf_counter() - start, 1)})
+    store.done()
