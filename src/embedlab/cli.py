@@ -83,7 +83,12 @@ def prepare(params_file: Path = ParamsOption, root: Path = RootOption) -> None:
     problem = untracked_source_problem(params.data.source, paths.root)
     if problem:
         _fail(problem, code=2)
-    data = run_prepare(params.data, paths.prepared, root=paths.root)
+    from embedlab.params import ParamsError
+
+    try:
+        data = run_prepare(params.data, paths.prepared, root=paths.root, log=typer.echo)
+    except ParamsError as exc:
+        _fail(f"bad params: {exc}", code=2)
     counts = data.manifest["split"].value_counts().to_dict()
     typer.echo(f"prepared {len(data.labels)} images from {params.data.source} -> {paths.prepared} {counts}")
     if data.meta["ingest_problems"]:
@@ -128,10 +133,11 @@ def train(name: str, params_file: Path = ParamsOption, root: Path = RootOption) 
     params, paths = _load(params_file, root)
     _pin_threads()
     from embedlab.params import ParamsError
-    from embedlab.training import ResumeError, check_devices, is_global_zero
+    from embedlab.training import ResumeError, check_channels, check_devices, is_global_zero
 
     try:
         check_devices(params.trainer, name)
+        check_channels(name, paths.prepared)
         model.train(params, paths)
     except ParamsError as exc:
         _fail(f"bad params: {exc}", code=2)
@@ -155,10 +161,11 @@ def pretrain(name: str, params_file: Path = ParamsOption, root: Path = RootOptio
     params, paths = _load(params_file, root)
     _pin_threads()
     from embedlab.params import ParamsError
-    from embedlab.training import check_devices
+    from embedlab.training import check_channels, check_devices
 
     try:
         check_devices(params.trainer, name)
+        check_channels(name, paths.prepared)
         given.train(params, paths)
     except ParamsError as exc:
         _fail(f"bad params: {exc}", code=2)

@@ -24,6 +24,7 @@ class ParamsError(ValueError):
 class DataParams(Section):
     source: str = "sklearn-digits"
     image_size: int = Field(16, ge=4, le=256)
+    channels: Literal[1, 3] | None = None  # None: what the source has (the bundled digits: 1)
     num_classes: int | None = Field(None, ge=2, le=1000)
     pixel_range: tuple[float, float] | None = None
     val_fraction: float = Field(0.15, gt=0.0, lt=0.5)

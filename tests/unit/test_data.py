@@ -40,9 +40,10 @@ def test_npz_source_layouts(tmp_path, shape, dtype):
     spec = write_npz(tmp_path / "d.npz", images=images, labels=np.arange(30) % 3)
     raw = load_source(spec)
     assert not raw.problems
-    assert len(raw) == 30 and raw.images[0].shape == (12, 10)
+    channels = 3 if 3 in shape else 1  # colour stays colour (data.channels: null)
+    assert len(raw) == 30 and raw.images[0].shape == ((12, 10, 3) if channels == 3 else (12, 10))
     data = prepare_dataset(raw, DataParams(source=spec, image_size=8))
-    assert data.images.shape == (30, 1, 8, 8)
+    assert data.images.shape == (30, channels, 8, 8)
     assert data.images.min() >= -1 and data.images.max() <= 1
     assert data.meta["num_classes"] == 3
 
@@ -64,7 +65,7 @@ def test_folder_source_reads_classes_and_mixed_sizes(tmp_path):
     assert raw.class_names == ["cat", "dog"]
     assert list(raw.labels) == [0, 0, 0, 1, 1, 1, 1]
     assert "dog/rgb.png" in raw.ids
-    data = prepare_dataset(raw, DataParams(source=f"folder:{tmp_path}", image_size=8))
+    data = prepare_dataset(raw, DataParams(source=f"folder:{tmp_path}", image_size=8, channels=1))
     assert data.images.shape == (7, 1, 8, 8)
     # A constant 0-valued image maps to -1, a constant 80 to 80/255*2-1.
     np.testing.assert_allclose(data.images[0], -1.0, atol=1e-6)

@@ -33,7 +33,7 @@ class ClassifierModel:
     primary_metric: str = "test_accuracy"
     needs_evaluator: bool = False
 
-    def _kwargs(self, params: Params, meta: dict) -> dict:
+    def _kwargs(self, params: Params, meta: dict, channels: int = 1) -> dict:
         cfg = params.model_section(self.name)
         return {
             "num_classes": int(meta["num_classes"]),
@@ -41,6 +41,8 @@ class ClassifierModel:
             "width": cfg.width,
             "feature_dim": cfg.feature_dim,
             "dropout": cfg.dropout,
+            # colour data: 3 input channels (a grey net's config leaves the key out: its default, 1)
+            **({"channels": channels} if channels != 1 else {}),
         }
 
     def train(self, params: Params, paths: Paths) -> None:
@@ -48,7 +50,7 @@ class ClassifierModel:
 
         data = read_prepared(paths.prepared)
         self.check_budget(params, len(data.split("train")[1]))
-        fit_classifier(self.name, self._kwargs(params, data.meta), params, paths)
+        fit_classifier(self.name, self._kwargs(params, data.meta, data.channels), params, paths)
 
     def check_budget(self, params: Params, train_size: int) -> None:
         """Refuse, before any work, a step budget that ends inside the first epoch: validation

@@ -6,7 +6,8 @@
   the "off-the-shelf" classifier that methods may guide with, distil from or
   embed with. It never scores anything.
 
-Both map (N, 1, S, S) images in [-1, 1] to logits and expose `features(x)`.
+Both map (N, C, S, S) images in [-1, 1] (C = `channels`: 1 grey, 3 colour) to logits and
+expose `features(x)`.
 Stored as model.safetensors + config.json: loading never unpickles.
 """
 
@@ -22,7 +23,8 @@ from embedlab.io import load_weights, save_weights
 
 
 class EvaluatorNet(nn.Module):
-    def __init__(self, num_classes: int = 10, image_size: int = 16, width: int = 32, feature_dim: int = 128, dropout: float = 0.3):
+    def __init__(self, num_classes: int = 10, image_size: int = 16, width: int = 32, feature_dim: int = 128, dropout: float = 0.3,
+                 channels: int = 1):
         super().__init__()
 
         def block(c_in: int, c_out: int) -> nn.Sequential:
@@ -32,7 +34,7 @@ class EvaluatorNet(nn.Module):
                 nn.MaxPool2d(2),
             )
 
-        self.conv = nn.Sequential(block(1, width), block(width, 2 * width))
+        self.conv = nn.Sequential(block(channels, width), block(width, 2 * width))
         spatial = image_size // 4
         self.embed = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * spatial * spatial, feature_dim), nn.ReLU(inplace=True))
         self.dropout = nn.Dropout(dropout)
@@ -65,9 +67,11 @@ class ResBlock(nn.Module):
 
 
 class BackboneNet(nn.Module):
-    def __init__(self, num_classes: int = 10, image_size: int = 16, width: int = 16, feature_dim: int = 64, dropout: float = 0.0):
+    def __init__(self, num_classes: int = 10, image_size: int = 16, width: int = 16, feature_dim: int = 64, dropout: float = 0.0,
+                 channels: int = 1):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU(inplace=True))
         self.blocks = nn.Sequential(ResBlock(width, width), ResBlock(width, 2 * width, 2), ResBlock(2 * width, 4 * width, 2))
         self.embed = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, feature_dim), nn.ReLU(inplace=True))
         self.dropout = nn.Dropout(dropout)

@@ -231,6 +231,9 @@ def synth(labels: np.ndarray, size: int, rng: np.random.Generator, canvas: int =
 
 DOMAINS = {f.__name__: f for f in (original, inverted, rotated, blurred_noise, contrast, mnistm, svhn, usps)}
 GENERATED = {"synth": synth}  # domains that make their own images for given labels
+# Domains that make grey images whatever they are given (composited, then turned to grey); the
+# transforms above them work on every channel alike, colour included.
+GREY_ONLY = ("mnistm", "svhn", "usps", "synth")
 
 
 def apply_domain(name: str, images: np.ndarray, seed: int) -> np.ndarray:

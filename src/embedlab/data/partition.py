@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from embedlab.data.domains import GENERATED, apply_domain, generate_domain
+from embedlab.data.domains import DOMAINS, GENERATED, GREY_ONLY, apply_domain, generate_domain
 from embedlab.data.domains import domain_statistics as image_statistics
 from embedlab.data.prepare import SPLITS, PreparedData
 from embedlab.params import LabelSkewParams, PartitionParams
@@ -108,6 +108,12 @@ def feature_shift(data: PreparedData, params: PartitionParams) -> dict[str, np.n
     derived = [d for d in domains if d not in GENERATED]
     shard = stratified_shards(labels, max(len(derived), 1), rng)
     classes = np.arange(data.num_classes)
+    grey_only = [d for d in domains if d in GREY_ONLY]
+    if data.channels == 3 and grey_only:
+        raise PartitionError(
+            f"partition.feature_shift.domains: {grey_only} make grey images (the digit-dataset look-alikes), but "
+            f"data/prepared holds colour images (3 channels); for a colour source keep the transforms of its own "
+            f"images ({', '.join(d for d in DOMAINS if d not in GREY_ONLY)}), or set data.channels: 1")
     if any(d in GENERATED for d in domains):
         names = data.meta.get("class_names") or []
         if [str(n) for n in names] != [str(c) for c in classes] or data.num_classes != 10:
@@ -169,7 +175,11 @@ def plot_domains(arrays: dict[str, np.ndarray], num_classes: int, out: Path, per
             for j in range(per_class):
                 ax = axes[k, c * per_class + j]
                 if j < len(picks):
-                    ax.imshow(arrays["train_images"][picks[j], 0], cmap="gray", vmin=-1, vmax=1)
+                    image = arrays["train_images"][picks[j]]
+                    if len(image) == 3:  # colour: (3, S, S) in [-1, 1] -> (S, S, 3) in [0, 1]
+                        ax.imshow(np.clip((image.transpose(1, 2, 0) + 1) / 2, 0, 1))
+                    else:
+                        ax.imshow(image[0], cmap="gray", vmin=-1, vmax=1)
                 ax.set_xticks([])
                 ax.set_yticks([])
         axes[k, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)

@@ -1,7 +1,8 @@
 """The `prepare` stage: resize, scale to [-1, 1], stratified split, manifest.
 
 data/prepared/ holds
-  images.npy     float32 (N, 1, S, S) in [-1, 1]
+  images.npy     float32 (N, C, S, S) in [-1, 1]; C = 1 (grey) or 3 (RGB): `data.channels`, or
+                 what the source has (the bundled digits: 1)
   labels.npy     int64 (N,)
   manifest.parquet  one row per image, same order: sample_id, label, split, source,
                  mean, std, min, max  (checked by `validate`)
@@ -14,21 +15,21 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from embedlab.data.sources import RawDataset, load_source
-from embedlab.params import DataParams
+from embedlab.data.sources import IngestProblem, RawDataset, is_colour, load_source, to_gray, to_rgb
+from embedlab.params import DataParams, ParamsError
 
 SPLITS = ("train", "val", "test")
 
 
 @dataclass
 class PreparedData:
-    images: np.ndarray  # (N, 1, S, S) float32
+    images: np.ndarray  # (N, C, S, S) float32, C 1 or 3
     labels: np.ndarray  # (N,) int64
     manifest: pd.DataFrame
     meta: dict
@@ -41,21 +42,56 @@ class PreparedData:
     def num_classes(self) -> int:
         return int(self.meta["num_classes"])
 
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
 
-def resize(images: list[np.ndarray], size: int) -> np.ndarray:
-    """Antialiased bilinear resize of 2-D arrays of any sizes to (N, 1, size, size) float32.
+
+def harmonise(raw: RawDataset, channels: int | None) -> tuple[RawDataset, int]:
+    """Every image with the same channel count: `channels` (1: colour to grey by luma; 3: grey
+    repeated into RGB), or with None what the source has. A source of grey and colour images
+    mixed, with channels None, keeps the majority kind and reports each image of the other kind
+    as an ingest problem (validate then fails, naming them). channels 3 on a source with no
+    colour image at all is refused before anything is written (ParamsError naming the key)."""
+    colour = [is_colour(img) for img in raw.images]
+    n_colour = sum(colour)
+    if channels == 3 and raw.images and n_colour == 0:
+        raise ParamsError(f"data.channels: 3, but {raw.source} has no colour image (all {len(raw.images)} are grey); "
+                          "set data.channels: 1 or null")
+    if channels is None:
+        channels = 3 if 2 * n_colour > len(raw.images) else 1
+        odd = [i for i, c in enumerate(colour) if c != (channels == 3)]
+        if odd:
+            kind, other = ("grey", "colour") if channels == 3 else ("colour", "grey")
+            problems = [IngestProblem(raw.ids[i], f"a {kind} image among {len(raw.images) - len(odd)} {other} ones: "
+                                                 f"set data.channels: {1 if channels == 3 else 3} to convert every image, "
+                                                 f"or convert this file") for i in odd]
+            dropped = set(odd)
+            keep = [i for i in range(len(raw.images)) if i not in dropped]
+            raw = replace(raw, images=[raw.images[i] for i in keep], labels=raw.labels[keep],
+                          ids=[raw.ids[i] for i in keep], problems=raw.problems + problems)
+    convert = to_rgb if channels == 3 else to_gray
+    return replace(raw, images=[convert(img) for img in raw.images]), channels
+
+
+def resize(images: list[np.ndarray], size: int, channels: int = 1) -> np.ndarray:
+    """Antialiased bilinear resize of (H, W) grey or (H, W, 3) colour arrays of any sizes to
+    (N, channels, size, size) float32, each channel alone.
 
     NaN stays NaN, so `validate` can point at the image it came from."""
     import torch
     import torch.nn.functional as F
 
-    out = np.empty((len(images), 1, size, size), dtype=np.float32)
-    by_shape: dict[tuple[int, int], list[int]] = {}
+    out = np.empty((len(images), channels, size, size), dtype=np.float32)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, img in enumerate(images):
         by_shape.setdefault(img.shape, []).append(i)
     for shape, idx in by_shape.items():
-        batch = torch.as_tensor(np.stack([images[i] for i in idx]), dtype=torch.float32)[:, None]
-        if shape != (size, size):
+        stacked = np.stack([images[i] for i in idx])
+        batch = torch.as_tensor(stacked if len(shape) == 2 else np.moveaxis(stacked, -1, 1), dtype=torch.float32)
+        if len(shape) == 2:
+            batch = batch[:, None]
+        if shape[:2] != (size, size):
             batch = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         out[idx] = batch.numpy()
     return out
@@ -117,8 +153,10 @@ def build_manifest(images: np.ndarray, labels: np.ndarray, ids: list[str], split
 
 def prepare_dataset(raw: RawDataset, params: DataParams) -> PreparedData:
     size = params.image_size
+    raw, channels = harmonise(raw, params.channels)
     pixel_range = infer_pixel_range(raw, params.pixel_range)
-    images = scale(resize(raw.images, size), pixel_range) if len(raw) else np.zeros((0, 1, size, size), np.float32)
+    images = (scale(resize(raw.images, size, channels), pixel_range) if len(raw)
+              else np.zeros((0, channels, size, size), np.float32))
     split = stratified_split(raw.labels, params.val_fraction, params.test_fraction, params.seed)
     manifest = build_manifest(images, raw.labels, raw.ids, split, raw.source)
     if params.num_classes is not None:
@@ -170,8 +208,10 @@ def read_prepared(in_dir: Path) -> PreparedData:
     )
 
 
-def run_prepare(params: DataParams, out_dir: Path, root: Path = Path(".")) -> PreparedData:
+def run_prepare(params: DataParams, out_dir: Path, root: Path = Path("."), log=print) -> PreparedData:
     raw = load_source(params.source, root)
+    for note in raw.notes:  # conversions done on the way in (RGBA -> RGB, ...)
+        log(f"converted: {note}")
     data = prepare_dataset(raw, params)
     write_prepared(data, out_dir)
     return data

@@ -28,7 +28,9 @@ class IngestProblem:
 
 @dataclass
 class RawDataset:
-    """Images as a list of 2-D float arrays (sizes may differ) with one label and id each."""
+    """Images as a list of float arrays, (H, W) grey or (H, W, 3) colour (sizes may differ),
+    with one label and id each. `notes`: conversions done on the way in (RGBA -> RGB, palette
+    -> RGB), logged by `prepare`; `problems`: files that could not be used."""
 
     images: list[np.ndarray]
     labels: np.ndarray
@@ -37,6 +39,7 @@ class RawDataset:
     class_names: list[str] | None = None
     pixel_range: tuple[float, float] | None = None
     problems: list[IngestProblem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -47,6 +50,15 @@ def _empty(source: str, problems: list[IngestProblem]) -> RawDataset:
 
 
 LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601: RGB -> grey, here and in data.domains
+
+
+def is_colour(image: np.ndarray) -> bool:
+    return image.ndim == 3 and image.shape[-1] == 3
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """(H, W) grey -> (H, W, 3), the grey in every channel; colour as it is."""
+    return image if is_colour(image) else np.repeat(np.asarray(image, dtype=np.float64)[..., None], 3, axis=-1)
 
 
 def to_gray(image: np.ndarray, channels_last: bool = True) -> np.ndarray:
@@ -121,8 +133,17 @@ def load_npz_source(path: Path) -> RawDataset:
         return _empty(source, problems)
 
     pixel_range = (0.0, 255.0) if images.dtype == np.uint8 else None
-    grays = [to_gray(img, channels_last=(layout != "nchw")) for img in images]
-    return RawDataset(grays, labels.astype(np.int64), ids, source, None, pixel_range)
+    notes = []
+    channels = 1 if layout == "nhw" else images.shape[1] if layout == "nchw" else images.shape[3]
+    if layout == "nchw":
+        images = np.moveaxis(images, 1, -1)
+    if channels == 4:
+        notes.append(f"{name}: RGBA images (N, H, W, 4): the alpha channel dropped, RGB kept")
+    if channels == 1:
+        kept = [np.asarray(img, dtype=np.float64).reshape(img.shape[0], img.shape[1]) for img in images]
+    else:
+        kept = [np.asarray(img[..., :3], dtype=np.float64) for img in images]
+    return RawDataset(kept, labels.astype(np.int64), ids, source, None, pixel_range, notes=notes)
 
 
 def load_folder_source(path: Path) -> RawDataset:
@@ -132,7 +153,7 @@ def load_folder_source(path: Path) -> RawDataset:
     if not path.is_dir():
         return _empty(source, [IngestProblem(str(path), "folder not found")])
     class_dirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
-    images, labels, ids, problems = [], [], [], []
+    images, labels, ids, problems, converted = [], [], [], [], {}
     for label, class_dir in enumerate(class_dirs):
         files = sorted(f for f in class_dir.rglob("*") if f.is_file() and not f.name.startswith("."))
         for file in files:
@@ -143,11 +164,13 @@ def load_folder_source(path: Path) -> RawDataset:
             try:
                 with Image.open(file) as img:
                     img.load()
-                    gray = np.asarray(img.convert("L"), dtype=np.float64)
+                    pixels, how = _pixels(img)
             except (UnidentifiedImageError, OSError, ValueError) as exc:
                 problems.append(IngestProblem(rel, f"unreadable image ({type(exc).__name__}: {exc})"))
                 continue
-            images.append(gray)
+            if how:
+                converted.setdefault(how, []).append(rel)
+            images.append(pixels)
             labels.append(label)
             ids.append(rel)
     if not images and not problems:
@@ -156,7 +179,33 @@ def load_folder_source(path: Path) -> RawDataset:
             IngestProblem(str(path), f"no images found (class sub-folders: {found or 'none'}); expected <folder>/<class>/<image>")
         )
     names = [d.name for d in class_dirs]
-    return RawDataset(images, np.asarray(labels, dtype=np.int64), ids, source, names, (0.0, 255.0), problems)
+    notes = [f"{source}: {len(files)} image(s) {how} (e.g. {files[0]})" for how, files in sorted(converted.items())]
+    return RawDataset(images, np.asarray(labels, dtype=np.int64), ids, source, names, (0.0, 255.0), problems, notes)
+
+
+# PIL modes: grey ones read as (H, W) (PIL's own conversion to 8-bit grey, as before colour),
+# RGB as (H, W, 3) on 0..255. The others are converted where the intent is plain, and the
+# conversion is reported: alpha dropped, a palette looked up, CMYK / YCbCr / LAB / HSV to RGB.
+_GREY_MODES = {"L", "1", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def _pixels(img) -> tuple[np.ndarray, str | None]:
+    mode = img.mode
+    if mode in _GREY_MODES:
+        return np.asarray(img.convert("L"), dtype=np.float64), None
+    if mode == "RGB":
+        return np.asarray(img, dtype=np.float64), None
+    if mode == "LA":
+        return np.asarray(img.convert("L"), dtype=np.float64), "grey with alpha -> grey (alpha dropped)"
+    if mode in ("P", "PA") and _palette_is_grey(img):
+        return np.asarray(img.convert("L"), dtype=np.float64), "palette of greys -> grey"
+    how = {"RGBA": "RGBA -> RGB (alpha dropped)", "P": "palette -> RGB", "PA": "palette -> RGB (alpha dropped)"}
+    return np.asarray(img.convert("RGB"), dtype=np.float64), how.get(mode, f"{mode} -> RGB")
+
+
+def _palette_is_grey(img) -> bool:
+    palette = img.getpalette() or []
+    return all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
 
 
 RAW_DIR = Path("data/raw")

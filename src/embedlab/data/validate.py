@@ -86,8 +86,11 @@ def array_checks(data: PreparedData) -> list[Check]:
         isinstance(num_classes, int) and (num_classes >= 2 or rows == 0),
         f"meta.json num_classes = {num_classes!r}; expected an integer >= 2",
     )
-    add("images_ndim", images.ndim == 4, f"images.npy has {images.ndim} dims {images.shape}; expected 4 (N, 1, S, S)")
-    expected = (rows, 1, size, size)
+    # C: 1 (grey) or 3 (colour), what prepare made of the source (data.channels)
+    channels = images.shape[1] if images.ndim == 4 and images.shape[1] in (1, 3) else 1
+    add("images_ndim", images.ndim == 4,
+        f"images.npy has {images.ndim} dims {images.shape}; expected 4 (N, {channels}, S, S)")
+    expected = (rows, channels, size, size)
     add(
         "images_shape",
         images.shape == expected,
@@ -126,6 +129,14 @@ def array_checks(data: PreparedData) -> list[Check]:
             f"finite pixels span [{low.min():.4g}, {high.max():.4g}]; expected within [-1, 1]"
             + (f"; {len(outside)} image(s) outside: {_ids_at(manifest, outside)}" if len(outside) else ""),
         )
+        if images.ndim == 4 and images.shape[1] == 3:  # colour: per-channel statistics, no dead channel
+            per = np.where(np.isfinite(images), images, 0.0).transpose(1, 0, 2, 3).reshape(3, -1)
+            means, stds = per.mean(axis=1), per.std(axis=1)
+            dead = [name for name, sd in zip("RGB", stds) if sd < 0.01]
+            add("channel_spread", not dead,
+                "per channel (R, G, B) mean " + ", ".join(f"{m:.3f}" for m in means) + "; std "
+                + ", ".join(f"{sd:.3f}" for sd in stds)
+                + (f"; channel(s) {', '.join(dead)} constant over the data set (std < 0.01)" if dead else ""))
     return checks
 
 
