@@ -50,6 +50,7 @@ PROFILE = "benchmarks/results/profile.json"
 STACKING = "benchmarks/results/gan_stacking.json"
 PROBES = "benchmarks/results/federated_probes.json"
 MAKE_RUN = "benchmarks/results/make_run.json"
+RESUME = "benchmarks/results/resume_diffusion.json"
 FED_PAPER = "644a64b:metrics/federated.json"  # the paper-budget findings docs/methods/federated.md dates to 644a64b
 
 
@@ -212,6 +213,9 @@ ENTRIES = [
              "evaluate stages {} s, the publish stages {} s, the data stages {} s; it reproduced all {} committed "
              "values", MAKE_RUN, _make_run, None),
     (PIPELINE, "(`make run` on a fresh clone: {} s, `benchmarks/results/make_run.json`", MAKE_RUN, _make_run_total, None),
+    (README, "train@diffusion killed with {} of its {} parts done resumed in {} s instead of {} s, same metrics", RESUME,
+     lambda d: (d["parts_kept_at_kill"], d["parts"], round(d["resumed_stage_seconds"]), d["uninterrupted_stage_seconds"]),
+     None),
     # README.md
     (README, "(the big jobs are {}-{}% arithmetic on this CPU)", PROFILE, _profile_aten, 0),
     (README, "`benchmarks/gan_stacking.py` ({}x on the 2-D mixtures)", STACKING, ("ring_all_arms_x_seeds", "speedup"), 2),
