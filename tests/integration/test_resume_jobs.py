@@ -30,7 +30,7 @@ def test_a_killed_method_stage_resumes_without_redoing_its_finished_jobs(repo_co
     """Job-level resume (embedlab.jobstore): train@federated's runs are independent jobs; killed
     after some have finished, the rerun takes those from .embedlab/resume/federated/jobs/, runs
     the rest, and writes the outputs an uninterrupted run writes (timings aside). Other params,
-data or code start fresh: tests/unit/test_jobstore.py."""
+data or code start fresh, and a corrupt kept job is refused: tests/unit/test_jobstore.py."""
     set_params(repo_copy, {"federated": {"seeds": [0], "feature_shift": {"sizes": [10]}}})  # 14 runs
     run(["embedlab", "prepare"], repo_copy)
     run(["embedlab", "partition"], repo_copy)
@@ -52,18 +52,8 @@ data or code start fresh: tests/unit/test_jobstore.py."""
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    kept = sorted(store.glob("*.pt"))
     assert not (out / "runs.json").exists()  # the stage's outputs are written at its end only
 
-    # A corrupt kept job: refused before it is used, naming it; nothing written.
-    good = kept[0].read_bytes()
-    kept[0].write_bytes(good[: len(good) // 2])
-    refused = run(["embedlab", "train", "federated"], repo_copy, check=False)
-    assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
-    assert f"{kept[0].name}: not a readable job result" in refused.stderr and "delete" in refused.stderr
-    assert not (out / "runs.json").exists()
-
-    kept[0].write_bytes(good)
     again = run(["embedlab", "train", "federated"], repo_copy)
     said = re.search(r"resuming federated: (\d+) finished job\(s\)", again.stdout + again.stderr)
     assert said and int(said.group(1)) >= 3, again.stdout[-2000:] + again.stderr[-2000:]
