@@ -31,6 +31,26 @@ class ResumeError(RuntimeError):
     """A kept checkpoint or job cannot be resumed from; the message names the file and the way out."""
 
 
+def key_digest(key: dict) -> str:
+    """The sha256 a resume folder is keyed by: of `key` as sorted JSON."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def stored_key(folder: Path) -> str | None:
+    """The key a resume folder was made for (its key.json), or None when unreadable or absent."""
+    try:
+        return json.loads((Path(folder) / "key.json").read_text())["key"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def fresh_folder(folder: Path, key: str) -> None:
+    """An empty resume folder for `key` (anything kept there before removed)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    Path(folder).mkdir(parents=True)
+    (Path(folder) / "key.json").write_text(json.dumps({"key": key}))
+
+
 def tree_digest(paths: Iterable[Path]) -> str:
     """sha256 over every file under `paths` (files or folders), by name (relative to the folder
     given) and content: the same wherever the repository or the package lies."""
@@ -80,20 +100,14 @@ class JobStore:
     def __init__(self, root: Path, name: str, key: dict, log: Callable[[str], None] = print):
         self.root, self.name, self.log = Path(root), name, log
         self.dir = self.root / RESUME_DIR / name / "jobs"
-        self.key = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+        self.key = key_digest(key)
         self.reused: list[str] = []
-        try:
-            stored = json.loads((self.dir / "key.json").read_text())["key"]
-        except (OSError, ValueError, KeyError, TypeError):
-            stored = None
         kept = sorted(self.dir.glob("*.pt")) if self.dir.is_dir() else []
-        if stored != self.key:
+        if stored_key(self.dir) != self.key:
             if kept:
                 log(f"{self.dir}: {len(kept)} job(s) kept from a run with other params, data or code: "
                     f"starting {name} fresh")
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir.mkdir(parents=True)
-            (self.dir / "key.json").write_text(json.dumps({"key": self.key}))
+            fresh_folder(self.dir, self.key)
         elif kept:
             log(f"resuming {name}: {len(kept)} finished job(s) kept in {self.dir} are not run again")
 

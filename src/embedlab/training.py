@@ -16,8 +16,6 @@ only by stages that train (it costs ~9 s).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -26,7 +24,7 @@ from pathlib import Path
 import torch
 
 from embedlab.batches import TensorBatches, adamw_cosine, random_shift  # noqa: F401  (re-exported)
-from embedlab.jobstore import RESUME_DIR, ResumeError  # noqa: F401  (re-exported)
+from embedlab.jobstore import RESUME_DIR, ResumeError, fresh_folder, key_digest, stored_key  # noqa: F401
 from embedlab.params import ParamsError, TrainerParams
 
 
@@ -40,13 +38,11 @@ class Resume:
 
     def __init__(self, root: Path, name: str, key: dict):
         self.name, self.dir = name, Path(root) / RESUME_DIR / name
-        self.key = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+        self.key = key_digest(key)
         self.last = self.dir / "last.ckpt"
 
     def _fresh(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir.mkdir(parents=True)
-        (self.dir / "key.json").write_text(json.dumps({"key": self.key}))
+        fresh_folder(self.dir, self.key)
 
     def ckpt_path(self, log: Callable[[str], None] = print) -> str | None:
         if not is_global_zero():  # a DDP rank the launcher started: rank 0 has decided, and owns the folder
@@ -54,11 +50,7 @@ class Resume:
         if not self.last.exists():
             self._fresh()
             return None
-        try:
-            stored = json.loads((self.dir / "key.json").read_text())["key"]
-        except (OSError, ValueError, KeyError, TypeError):
-            stored = None
-        if stored != self.key:
+        if stored_key(self.dir) != self.key:
             log(f"{self.last}: kept from a run with other params, data or code: starting {self.name} fresh")
             self._fresh()
             return None

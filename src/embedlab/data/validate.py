@@ -130,7 +130,7 @@ def array_checks(data: PreparedData) -> list[Check]:
             + (f"; {len(outside)} image(s) outside: {_ids_at(manifest, outside)}" if len(outside) else ""),
         )
         if images.ndim == 4 and images.shape[1] == 3:  # colour: per-channel statistics, no dead channel
-            per = np.where(np.isfinite(images), images, 0.0).transpose(1, 0, 2, 3).reshape(3, -1)
+            per = finite.reshape(images.shape).transpose(1, 0, 2, 3).reshape(3, -1)
             means, stds = per.mean(axis=1), per.std(axis=1)
             dead = [name for name, sd in zip("RGB", stds) if sd < 0.01]
             add("channel_spread", not dead,
