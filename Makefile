@@ -21,7 +21,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 FLOWER_VENV ?= .venv-flower
 FLOWER_STAMP := $(FLOWER_VENV)/.embedlab-installed
 
-.PHONY: setup run run-paper test test-suite test-fast test-flower flower-env clean-outputs help lint docs gpu-wheels
+.PHONY: setup run run-paper test test-fast test-flower flower-env clean-outputs help lint docs gpu-wheels
 
 help:
 	@echo "make run   - set up .venv if needed, then dvc repro (the whole pipeline, ~19 min on 2 cores)"
@@ -84,12 +84,7 @@ gpu-wheels:
 # under the main suite's load, which it slowed in turn.)
 test:
 	@$(MAKE) --no-print-directory -j2 setup flower-env
-	@$(MAKE) --no-print-directory lint
-	@$(MAKE) --no-print-directory -j2 test-flower test-suite
-
-# The main suites. In `make test` they run beside the Flower suite, which takes the CPU the main
-# suites leave idle while their tests wait on subprocesses and servers.
-test-suite: setup
+	@$(MAKE) --no-print-directory lint test-flower
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-fast: setup
