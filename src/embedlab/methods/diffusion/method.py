@@ -201,19 +201,19 @@ def _run_part(name: str, raw: dict, root: str, seed: int, arg=None):
 def plan(p) -> tuple[dict, dict]:
     """Every job of train@diffusion, {key: (part, seed, argument)}, and what each waits for: the
     experts and supervised experts need only the given DDPM (there before the stage starts), a
-    seed's sweep waits for those and its cfg DDPM. The cfg DDPMs, the longest jobs, go first;
-    each seed's experts and supervised experts go in halves, so two workers stay busy."""
-    n = p.ppap.experts
-    halves = [h for h in (list(range(n - n // 2)), list(range(n - n // 2, n))) if h]
+    seed's sweep waits for those and its cfg DDPM. The cfg DDPMs, the longest jobs, go first.
+    A seed's experts are one job, so its distillation set is sampled once (split in halves, each
+    half sampled it again: 12 s per half, measured); with its supervised experts, also one job,
+    the seeds give two workers an even number of equal jobs."""
+    everyone = list(range(p.ppap.experts))
     jobs: dict = {f"ddpm_cond/{s}": ("ddpm_cond", s, None) for s in p.seeds if s in p.cfg_seeds}
     after: dict = {}
     for s in p.seeds:
         parts = []
         for kind in ("experts", "supervised"):
-            for i, half in enumerate(halves):
-                key = f"{kind}/{s}/{i}"
-                jobs[key] = (kind, s, half)
-                parts.append(key)
+            key = f"{kind}/{s}/0"
+            jobs[key] = (kind, s, everyone)
+            parts.append(key)
         arm_groups = (["naive", "ppap"], ["supervised"] + (["cfg"] if s in p.cfg_seeds else []))
         for i, arms in enumerate(arm_groups):
             key = f"sweep/{s}/{i}"
