@@ -5,7 +5,9 @@ Nothing is trained here: each row is `metrics/diffusion.json` as the pipeline wr
 commit, read from git, plus the working tree's (the current default). The rows differ in the
 experts' budget (`diffusion.ppap.steps` and `batch_size`; the supervised experts take the same);
 the first also in N (1,000) and the sweep (20 per class), both shown; the given DDPM, the scale
-grid and the training seeds (0, 1, 2) are the same in all.
+grid and the training seeds (0, 1, 2) are the same in all. The backbone (the experts' teacher
+and the naive arm) is the same in the two commits' rows; the working tree's was retrained on
+today's code (issue 28: the committed reference weights had to be what `dvc repro -f` makes).
 
     .venv/bin/python benchmarks/diffusion_budget.py        # a second; needs the git history
 
