@@ -191,3 +191,31 @@ def test_save_grid_writes_rgb_for_three_channels(tmp_path):
     img = np.asarray(Image.open(path))
     assert img.ndim == 3 and img.shape[2] == 3
     assert tuple(img[1, 1]) == (255, 0, 0)
+
+
+@pytest.mark.parametrize("size", [8, 16, 32])
+def test_plain_images_in_colour_train_a_colour_generator_at_each_size(size):
+    """Issue 31: plain digits are the prepared images as they are; a colour batch in, a colour
+    sample out (stacked digits stay three grey digits)."""
+    from embedlab.methods.gan.arms import sample
+
+    params = parse_params({"gan": {"image": {"steps": 2, "batch_size": 8, "gen_width": 4, "disc_width": 4},
+                                   "loss": {"buffer_size": 16}}})
+    images, labels = torch.rand(20, 3, size, size) * 2 - 1, torch.arange(20) % 10
+    state, _ = run_job(Job("digits", "mee", 0), params, images, labels)
+    assert gen_config(params, "digits", size, 3)["channels"] == 3
+    assert gen_config(params, "stacked_weak", size, 3)["channels"] == 3
+    assert gen_config(params, "digits", size)["channels"] == 1  # grey data: the configs as before
+    out = sample(restore_generator(params, "digits", size, state, channels=3), 5, 0)
+    assert out.shape == (5, 3, size, size) and torch.isfinite(out).all()
+    assert (out[:, 0] - out[:, 1]).abs().max() > 0  # the channels are not one grey copied three times
+
+
+def test_stacked_digits_refuse_colour_data_naming_the_keys():
+    from embedlab.methods.gan.parts import check_stacked
+
+    stacked = parse_params({"gan": {"image": {"stacked": True}}})
+    check_stacked(stacked, 1)
+    check_stacked(Params(), 3)  # the default (stacked: false) takes colour
+    with pytest.raises(ParamsError, match=r"gan.image.stacked: true .* 3 channels.*data.channels: 1"):
+        check_stacked(stacked, 3)

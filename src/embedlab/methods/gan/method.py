@@ -41,6 +41,7 @@ from embedlab.methods.gan.parts import (
     TUNED_ON,
     Job,
     build_generator,
+    check_stacked,
     curves_bench,
     disc_factory,
     gen_config,
@@ -100,10 +101,11 @@ def run_stack(jobs: list[Job], params: Params, images: torch.Tensor, labels: tor
     bench, size = jobs[0].bench, int(images.shape[-1])
     if any(j.bench != bench for j in jobs):
         raise ValueError(f"a stack holds one benchmark's jobs, got {sorted({j.bench for j in jobs})}")
-    config = gen_config(params, bench, size)
+    channels = int(images.shape[1])
+    config = gen_config(params, bench, size, channels)
     runs = [Run(j.arm, j.seed, loop_config(params, bench, j.arm, j.value)) for j in jobs]
     trainer = params.trainer.model_copy(update={"progress_bar": progress_bar and params.trainer.progress_bar})
-    results = train_runs(runs, lambda: build_generator(config), disc_factory(params, bench, size),
+    results = train_runs(runs, lambda: build_generator(config), disc_factory(params, bench, size, channels),
                          real_sampler(params, bench, images, labels), trainer)
     return [(state, {**{k: [round(x, 5) for x in hist[k][::CURVE_EVERY]] for k in ("d_loss", "g_loss")},
                      "seconds": round(hist["seconds"], 2)}) for state, hist in results]
@@ -187,7 +189,8 @@ def train(params: Params, paths: Paths) -> None:
     g = params.gan
     data = read_prepared(paths.prepared)
     images, labels = (torch.as_tensor(a) for a in data.split("train"))
-    size = int(data.meta["image_size"])
+    size, channels = int(data.meta["image_size"]), int(images.shape[1])
+    check_stacked(params, channels)
     read = Readers(params, load_classifier(paths.model_dir("backbone")), images, labels)
     device = resolve_device(params.trainer)
     out = paths.model_dir(NAME)
@@ -207,13 +210,13 @@ def train(params: Params, paths: Paths) -> None:
     try:
         scores: dict = defaultdict(dict)
         for job, (state, hist) in _results(pool, stacks, job_args, bar, store):
-            scores[(job.bench, job.arm)][job.value] = {**read(job, restore_generator(params, job.bench, size, state)),
+            scores[(job.bench, job.arm)][job.value] = {**read(job, restore_generator(params, job.bench, size, state, channels)),
                                                        "seconds": hist["seconds"]}
         chosen = {group: choose_value(per) for group, per in scores.items()}
         planned = stacks_of(planned_jobs(params, chosen), device.type)
         stacks += planned
         for job, (state, hist) in _results(pool, planned, job_args, bar, store):
-            gen = restore_generator(params, job.bench, size, state)
+            gen = restore_generator(params, job.bench, size, state, channels)
             path = out / job.weights
             path.parent.mkdir(parents=True, exist_ok=True)
             save_weights(gen, path)
@@ -238,7 +241,7 @@ def train(params: Params, paths: Paths) -> None:
         tuning["untuned"] = {"digits": "every arm at its params default (each tuning grid holds it): "
                                        "stacked_weak, where images are tuned, did not run (gan.image.stacked false)"}
     config = {
-        "generators": {b: gen_config(params, b, size) for b in TOY + image_benches(params)},
+        "generators": {b: gen_config(params, b, size, channels) for b in TOY + image_benches(params)},
         "jobs": [{**results[k], "weights": Job(**results[k]).weights, "seconds": histories[k]["seconds"]}
                  for k in results],
         "tuning": tuning,

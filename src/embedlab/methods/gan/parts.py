@@ -22,7 +22,7 @@ from embedlab.io import load_weights
 from embedlab.methods.gan.arms import LoopConfig
 from embedlab.methods.gan.modes import grid_modes, ring_modes, sample_mixture, stack_digits
 from embedlab.methods.gan.nets import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator
-from embedlab.params import Params
+from embedlab.params import Params, ParamsError
 
 NAME = "gan"
 # The published MEE generator's confident modes covered: stacked_weak (1,000 modes) with
@@ -85,14 +85,30 @@ class Job:
         return f"generators/{self.bench}-{self.arm.replace('+', '_')}-seed{self.seed}.safetensors"
 
 
-def gen_config(params: Params, bench: str, image_size: int) -> dict:
-    """Constructor arguments of a benchmark's generator (stored with its weights)."""
+def image_channels(bench: str, channels: int) -> int:
+    """A benchmark's image channels: plain digits are the prepared images as they are (grey or
+    colour, `channels`); stacked digits are three grey digits, one per channel."""
+    return channels if bench == "digits" else 3
+
+
+def check_stacked(params: Params, channels: int) -> None:
+    """Stacked digits stack three grey images into three channels: defined for grey data only."""
+    if params.gan.image.stacked and channels != 1:
+        raise ParamsError(
+            f"gan.image.stacked: true stacks three grey images into the three channels of one, but the "
+            f"prepared images have {channels} channels. Set gan.image.stacked: false (plain images only) "
+            "or data.channels: 1 (grey versions of the images)")
+
+
+def gen_config(params: Params, bench: str, image_size: int, channels: int = 1) -> dict:
+    """Constructor arguments of a benchmark's generator (stored with its weights); `channels`:
+    the prepared images' (what plain digits generate)."""
     if bench in TOY:
         t = params.gan.toy
         return {"kind": "mlp", "z_dim": t.z_dim, "out_dim": 2, "hidden": t.hidden, "layers": t.layers}
     i = params.gan.image
     return {"kind": "conv", "z_dim": i.z_dim, "image_size": image_size,
-            "channels": 1 if bench == "digits" else 3, "width": i.gen_width}
+            "channels": image_channels(bench, channels), "width": i.gen_width}
 
 
 def build_generator(config: dict) -> torch.nn.Module:
@@ -100,28 +116,27 @@ def build_generator(config: dict) -> torch.nn.Module:
     return MLPGenerator(**kwargs) if config["kind"] == "mlp" else ConvGenerator(**kwargs)
 
 
-def restore_generator(params: Params, bench: str, image_size: int, state: dict) -> torch.nn.Module:
+def restore_generator(params: Params, bench: str, image_size: int, state: dict, channels: int = 1) -> torch.nn.Module:
     """A generator of `bench` from the state dict a job returned, in eval mode."""
-    gen = build_generator(gen_config(params, bench, image_size))
+    gen = build_generator(gen_config(params, bench, image_size, channels))
     gen.load_state_dict(state)
     return gen.eval()
 
 
-def untrained_generator(params: Params, bench: str, image_size: int, seed: int) -> torch.nn.Module:
+def untrained_generator(params: Params, bench: str, image_size: int, seed: int, channels: int = 1) -> torch.nn.Module:
     """The floor every benchmark reports: the generator as initialised, before any step."""
     torch.manual_seed(seed)
-    return build_generator(gen_config(params, bench, image_size)).eval()
+    return build_generator(gen_config(params, bench, image_size, channels)).eval()
 
 
-def disc_factory(params: Params, bench: str, image_size: int):
+def disc_factory(params: Params, bench: str, image_size: int, channels: int = 1):
     dim = params.gan.loss.embedding_dim
     if bench in TOY:
         t = params.gan.toy
         return lambda head: MLPDiscriminator(2, t.hidden, t.layers, head, dim, t.input_scale)
     i = params.gan.image
     width = i.weak_disc_width if bench == "stacked_weak" else i.disc_width
-    channels = 1 if bench == "digits" else 3
-    return lambda head: ConvDiscriminator(image_size, channels, width, head, dim)
+    return lambda head: ConvDiscriminator(image_size, image_channels(bench, channels), width, head, dim)
 
 
 def loop_config(params: Params, bench: str, arm: str | None = None, value: float | None = None):

@@ -146,7 +146,8 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
                 view = (view[:100], hist)
             shown[bench][arm] = view
     # The untrained floor: each benchmark's generator before any step (first seed).
-    floors = {bench: read(bench, untrained_generator(params, bench, size, first[bench]), first[bench], "untrained")[0]
+    floors = {bench: read(bench, untrained_generator(params, bench, size, first[bench], int(images.shape[1])), first[bench],
+                          "untrained")[0]
               for bench in per_seed}
 
     rename = {"stacked_weak": "stacked"}
