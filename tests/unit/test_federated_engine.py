@@ -18,6 +18,7 @@ from embedlab.methods.federated.engine import (
     ClientData,
     RunConfig,
     balanced_labels,
+    build_model,
     loss_ratio,
     multi_kernel_mmd,
     rbf_mmd2,
@@ -26,6 +27,7 @@ from embedlab.methods.federated.engine import (
 from embedlab.methods.federated.nets import ClientCNN, ReleasedRTNet, stack, unstack
 from embedlab.methods.federated.params import FRAugDampedParams, FRAugParams, GGEURParams
 from embedlab.methods.federated.simulation import client_update, simulate
+from embedlab.params import Params, ParamsError, parse_params
 
 CNN = {"kind": "cnn", "image_size": 8, "num_classes": 10, "width": 4, "embedding_dim": 8}
 
@@ -213,3 +215,32 @@ def test_a_client_without_eval_samples_scores_nan_not_an_error(digit_clients):
                        digit_clients[0].x_eval[:0], digit_clients[0].y_eval[:0])
     accs = accuracies(ClientCNN(2, 8, 10, width=4, embedding_dim=8), [digit_clients[0], empty])
     assert 0.0 <= accs[0] <= 1.0 and np.isnan(accs[1])
+
+
+@pytest.mark.parametrize("size", [8, 16, 32])
+def test_colour_clients_train_a_colour_cnn_at_each_size(size):
+    """Issue 31: the CNN arms take the clients' channels; a colour batch in, logits out, and
+    every algorithm (FRAug included) trains on colour clients."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(40, 3, size, size, generator=gen) * 2 - 1, torch.arange(40) % 10
+    clients = [ClientData(f"c{k}", x[k * 20:(k + 1) * 20], y[k * 20:(k + 1) * 20], x[:10], y[:10]) for k in range(2)]
+    model = {**CNN, "image_size": size, "channels": 3}
+    net = build_model(model, 2)
+    assert net.conv1.c_in == 3
+    assert net(torch.stack([x[:5], x[5:10]])).shape == (2, 5, 10)
+    for algorithm in ("fedavg", "fraug"):
+        out = simulate(clients, cfg(algorithm, rounds=1, model=model))
+        assert len(out["history"]["eval_acc"]) == 1 and all(np.isfinite(out["final_eval_acc"]))
+    with pytest.raises(RuntimeError):  # a grey CNN does not silently take colour
+        build_model({**CNN, "image_size": size}, 2)(torch.stack([x[:5], x[5:10]]))
+
+
+def test_colour_clients_refuse_the_grey_only_tokenizer_embedding(tmp_path):
+    from embedlab.methods.federated.method import check_embedding
+    from embedlab.paths import Paths
+
+    (tmp_path / "data/partitions").mkdir(parents=True)
+    np.savez(tmp_path / "data/partitions/feature_shift.npz", train_images=np.zeros((2, 3, 8, 8), np.float32))
+    with pytest.raises(ParamsError, match=r"colour clients \(3 channels\).*federated.embedding.source: backbone"):
+        check_embedding(Params(), Paths(tmp_path))
+    check_embedding(parse_params({"federated": {"embedding": {"source": "backbone"}}}), Paths(tmp_path))

@@ -46,7 +46,7 @@ from embedlab.methods.federated.parts import (
     tuning_jobs,
 )
 from embedlab.methods.federated.scoring import evaluate, export, load_bundle
-from embedlab.params import Params, parse_params
+from embedlab.params import Params, ParamsError, parse_params
 from embedlab.paths import Paths
 from embedlab.training import resolve_device
 
@@ -65,6 +65,8 @@ def run_job(job: Job, params: Params, root: Path, num_classes: int, image_size: 
     cfg = run_config(params, job, num_classes, image_size)
     if cfg.model["kind"] == "head":
         cfg = replace(cfg, model={**cfg.model, "embedding_dim": int(clients[0].x_train.shape[1])})
+    elif clients[0].x_train.shape[1] != 1:  # colour clients (grey configs keep their keys as they were)
+        cfg = replace(cfg, model={**cfg.model, "channels": int(clients[0].x_train.shape[1])})
     # On a GPU every run goes there (one process, data moved per batch); fp32: the nets are tiny.
     result = simulate(clients, cfg, progress=progress, accelerator="gpu" if resolve_device(params.trainer).type == "cuda" else "cpu")
     h = result["history"]
@@ -152,9 +154,21 @@ def _meta(paths: Paths) -> tuple[int, int]:
     return int(max(arrays["train_labels"].max(), arrays["test_labels"].max())) + 1, int(arrays["train_images"].shape[-1])
 
 
+def check_embedding(params: Params, paths: Paths) -> None:
+    """The linear heads' embedder must take the clients' images: the vq tokenizer is grey only."""
+    source = paths.partitions / "feature_shift.npz"
+    channels = int(np.load(source)["train_images"].shape[1])
+    if channels != 1 and params.federated.embedding.source == "vq":
+        raise ParamsError(
+            f"{source} holds colour clients ({channels} channels), but federated.embedding.source: vq embeds "
+            "them with the vq tokenizer, which trains on grey images only so far. Set federated.embedding.source: "
+            "backbone (the backbone takes colour) or data.channels: 1")
+
+
 def train(params: Params, paths: Paths) -> None:
     fs = params.federated.feature_shift
     num_classes, image_size = _meta(paths)
+    check_embedding(params, paths)
     # Fail before any work if a size does not fit a client (the check every run makes).
     feature_shift_subsets(load_partition(paths.partitions, "feature_shift"), max(fs.sizes), 0,
                           paths.partitions / "feature_shift.npz")

@@ -60,12 +60,13 @@ class ClientCNN(nn.Module):
     """Per client: two conv-BN-ReLU-pool blocks, a linear embedding with BN, a linear head.
     `embed` gives the (K, B, emb) embeddings FRAug augments; `head` classifies them."""
 
-    def __init__(self, clients: int, image_size: int, num_classes: int, width: int = 16, embedding_dim: int = 64):
+    def __init__(self, clients: int, image_size: int, num_classes: int, width: int = 16, embedding_dim: int = 64,
+                 channels: int = 1):
         super().__init__()
         if image_size % 4:
             raise ValueError(f"federated CNN: image_size {image_size} must be divisible by 4")
         self.clients = clients
-        self.conv1 = StackedConv(clients, 1, width)
+        self.conv1 = StackedConv(clients, channels, width)
         self.bn1 = nn.BatchNorm2d(clients * width)
         self.conv2 = StackedConv(clients, width, 2 * width)
         self.bn2 = nn.BatchNorm2d(clients * 2 * width)
@@ -74,7 +75,7 @@ class ClientCNN(nn.Module):
         self.bn3 = StackedBatchNorm(clients, embedding_dim)
         self.head = StackedLinear(clients, embedding_dim, num_classes)
 
-    def embed(self, x: Tensor) -> Tensor:  # (K, B, 1, S, S) -> (K, B, emb)
+    def embed(self, x: Tensor) -> Tensor:  # (K, B, C, S, S) -> (K, B, emb)
         k, b = x.shape[:2]
         h = x.transpose(0, 1).reshape(b, k * x.shape[2], *x.shape[3:])
         h = F.max_pool2d(F.relu(self.bn1(self.conv1(h))), 2)

@@ -181,7 +181,7 @@ def evaluate(params: Params, paths: Paths, evaluator: torch.nn.Module) -> dict:
 
 class _Personalised(torch.nn.Module):
     """The published feature-shift program: every client's personalised network, stacked.
-    Input (B, K, 1, S, S): column k holds images for client k; output (B, K, classes) logits.
+    Input (B, K, C, S, S): column k holds images for client k; output (B, K, classes) logits.
     (Batch first, so the registry's free batch dimension is B.)"""
 
     def __init__(self, net: torch.nn.Module):
@@ -254,8 +254,8 @@ def export(params: Params, paths: Paths):
                                "config": json.loads((emb / "config.json").read_text())}
     net = _rebuild(runs[chosen["feature_shift"]], all_states[chosen["feature_shift"]])
     k = len(runs[chosen["feature_shift"]]["clients"])
-    s = info["image_size"]
-    example = torch.randn(2, k, 1, s, s, generator=torch.Generator().manual_seed(0)).numpy().astype(np.float32)
+    s, c = info["image_size"], runs[chosen["feature_shift"]]["config"]["model"].get("channels", 1)
+    example = torch.randn(2, k, c, s, s, generator=torch.Generator().manual_seed(0)).numpy().astype(np.float32)
     return ModelBundle(
         module=_Personalised(net), input_example=example, primary_metric=PRIMARY_METRIC,
         metrics=metrics, params=params.federated.model_dump(), files=files,
@@ -271,7 +271,7 @@ def load_bundle(bundle_dir: Path, device="cpu") -> dict[str, torch.nn.Module]:
     "feature_shift" -> every client's personalised CNN, stacked (slot k = client k, in
     config["feature_shift"]["clients"] order); "label_skew" -> the global linear head over the
     embeddings config["label_skew"]["embedding"] names, stacked once per client (all slots equal);
-    "embedding" -> that frozen embedder, images (B, 1, S, S) -> (B, d)."""
+    "embedding" -> that frozen embedder, images (B, C, S, S) -> (B, d)."""
     config = json.loads((Path(bundle_dir) / "config.json").read_text())
     nets = {}
     if (Path(bundle_dir) / "embedding.json").exists():  # what the label-skew head classifies
