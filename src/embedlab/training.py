@@ -87,7 +87,7 @@ def is_global_zero() -> bool:
 
 
 # The models that take colour (3-channel) images; the others refuse them before any work.
-COLOUR = ("evaluator", "backbone", "gan", "federated")
+COLOUR = ("evaluator", "backbone", "gan", "federated", "diffusion", "ddpm")
 
 
 def check_channels(name: str, prepared: Path) -> None:

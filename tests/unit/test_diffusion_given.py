@@ -127,3 +127,24 @@ def test_the_exported_bundle_carries_the_given_ddpm(trained, tmp_path):
     parts, stage = method.load_bundle(folder), Parts.from_stage(params, paths, 0)
     labels = torch.arange(2)
     assert torch.equal(parts.sample("unguided", labels, 0.0, 3), stage.sample("unguided", labels, 0.0, 3))
+
+
+@pytest.mark.parametrize("size", [8, 16, 32])
+def test_a_colour_ddpm_trains_and_samples_in_colour_at_each_size(size, tmp_path):
+    """Issue 31: the given DDPM takes the images' channels (its config records them for colour
+    only); a colour batch in, a colour sample out."""
+    from embedlab.io import save_tensors
+    from embedlab.methods.diffusion.given import ddpm_from, fit_ddpm, schedule_of
+    from embedlab.methods.diffusion.schedule import ddim_sample
+
+    params = Params(trainer=TrainerParams(progress_bar=False), diffusion=TINY)
+    d = params.diffusion.ddpm
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(16, 3, size, size, generator=gen) * 2 - 1, torch.arange(16) % 10
+    save_tensors(fit_ddpm(params, d, x, y, 0, "colour"), tmp_path / "ddpm.safetensors")
+    unet, _ = ddpm_from({**d.model_dump(), "image_channels": 3}, tmp_path / "ddpm.safetensors")
+    out = ddim_sample(unet, schedule_of(d), (4, 3, size, size), 2, generator=torch.Generator().manual_seed(0), clip=True)
+    assert out.shape == (4, 3, size, size) and torch.isfinite(out).all()
+    assert (out[:, 0] - out[:, 1]).abs().max() > 0  # three channels, not one grey copied
+    with pytest.raises(RuntimeError):  # a config without image_channels is a grey DDPM: colour weights do not fit
+        ddpm_from(d.model_dump(), tmp_path / "ddpm.safetensors")

@@ -35,10 +35,11 @@ def schedule_of(d):
     return Schedule(d.timesteps, d.schedule)
 
 
-def build_unet(d, num_classes: int = 0):
+def build_unet(d, num_classes: int = 0, in_channels: int = 1):
+    """`d.channels` are the UNet's widths; `in_channels` the images' (1 grey, 3 colour)."""
     from embedlab.methods.diffusion.unet import UNet
 
-    return UNet(tuple(d.channels), attention=d.attention, num_classes=num_classes)
+    return UNet(tuple(d.channels), in_channels=in_channels, attention=d.attention, num_classes=num_classes)
 
 
 def train_split(paths: Paths) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -73,8 +74,8 @@ def fit_ddpm(params: Params, d, x: torch.Tensor, y: torch.Tensor, stream: int, r
     from embedlab.methods.diffusion.models import _Steps, ddpm_module
 
     torch.manual_seed(stream)
-    module = ddpm_module(build_unet(d, num_classes), schedule_of(d), d.lr, d.ema_decay, label_dropout, d.steps,
-                         d.lr_decay, d.min_snr_gamma)
+    module = ddpm_module(build_unet(d, num_classes, int(x.shape[1])), schedule_of(d), d.lr, d.ema_decay, label_dropout,
+                         d.steps, d.lr_decay, d.min_snr_gamma)
     fit(module, params, run_name, d.steps, stream, _Steps(x, y, batch_size=d.batch_size, steps=d.steps, seed=stream))
     return module.ema.state_dict()
 
@@ -90,7 +91,8 @@ def train(params: Params, paths: Paths) -> None:
     out = paths.model_dir(name)
     out.mkdir(parents=True, exist_ok=True)
     save_tensors(ema, out / WEIGHTS)
-    write_json_atomic(out / "config.json", {**d.model_dump(), "image_size": int(x.shape[-1]),
+    colour = {"image_channels": int(x.shape[1])} if x.shape[1] != 1 else {}  # grey: the config as before
+    write_json_atomic(out / "config.json", {**d.model_dump(), "image_size": int(x.shape[-1]), **colour,
                                             "train_images": int(len(x)), "data_sha256": data_sha256(x, y)})
     write_json_atomic(out / "train.json", {"wall_seconds": seconds, "steps": d.steps, "seed": d.seed,
                                            "accelerator": params.trainer.accelerator})
@@ -102,7 +104,7 @@ def ddpm_from(config: dict, weights: Path, device="cpu"):
     from embedlab.methods.diffusion.params import DiffusionDDPMParams
 
     d = DiffusionDDPMParams(**{k: v for k, v in config.items() if k in DiffusionDDPMParams.model_fields})
-    unet = build_unet(d)
+    unet = build_unet(d, in_channels=int(config.get("image_channels", 1)))
     unet.load_state_dict(load_tensors(weights))
     return unet.to(device).eval(), d
 

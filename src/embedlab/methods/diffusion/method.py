@@ -79,7 +79,7 @@ def kd_images(unet, params: Params, n: int, seed: int, image_size: int) -> tuple
     1-tuple, so no label can ride along (the experts' training step unpacks exactly one)."""
     p = params.diffusion
     gen = torch.Generator().manual_seed(seed)
-    out = [ddim_sample(unet.eval(), schedule_of(p.ddpm), (min(500, n - i), 1, image_size, image_size), p.ddim_steps,
+    out = [ddim_sample(unet.eval(), schedule_of(p.ddpm), (min(500, n - i), unet.stem.in_channels, image_size, image_size), p.ddim_steps,
                        generator=gen, clip=p.ddim_clip) for i in range(0, n, 500)]
     return (torch.cat(out),)
 

@@ -48,7 +48,7 @@ class Parts:
         model_dir = Path(model_dir)
         self.cond = None
         if (model_dir / "ddpm_cond.safetensors").exists():
-            self.cond = build_unet(d, self.num_classes)
+            self.cond = build_unet(d, self.num_classes, self.uncond.stem.in_channels)
             self.cond.load_state_dict(load_tensors(model_dir / "ddpm_cond.safetensors"))
         supervised = []
         for state in load_tensors(model_dir / "supervised.safetensors"):
@@ -81,7 +81,7 @@ class Parts:
 
     @torch.no_grad()
     def sample(self, arm: str, labels: torch.Tensor, scale: float, seed: int, batch: int = 500) -> torch.Tensor:
-        """Images (N, 1, S, S) in [-1, 1] for the requested `labels`, by DDIM at ddim_steps."""
+        """Images (N, C, S, S) in [-1, 1] for the requested `labels`, by DDIM at ddim_steps."""
         if arm == "cfg" and self.cond is None:
             raise ValueError("the cfg arm needs the conditional DDPM, trained only for diffusion.cfg_seeds")
         gen = torch.Generator().manual_seed(seed)
@@ -89,7 +89,7 @@ class Parts:
         steps, clip = self.p.ddim_steps, self.p.ddim_clip
         for start in range(0, len(labels), batch):
             y = labels[start:start + batch].to(self.device)
-            shape = (len(y), 1, self.image_size, self.image_size)
+            shape = (len(y), self.uncond.stem.in_channels, self.image_size, self.image_size)
             x_T = torch.randn(shape, generator=gen)
             if arm == "cfg":
                 null = torch.full_like(y, self.num_classes)

@@ -221,7 +221,8 @@ def export(params: Params, paths: Paths):
     program = UnguidedSampler(parts.uncond, parts.schedule, params.diffusion.ddim_steps, params.diffusion.ddim_clip)
     ddpm_dir = paths.model_dir("ddpm")
     s = parts.image_size
-    example = torch.randn(2, 1, s, s, generator=torch.Generator().manual_seed(0)).numpy().astype(np.float32)
+    c = parts.uncond.stem.in_channels
+    example = torch.randn(2, c, s, s, generator=torch.Generator().manual_seed(0)).numpy().astype(np.float32)
     config = {"diffusion": params.diffusion.model_dump(), "seed": seed, "scales": metrics["scale"][str(seed)],
               "image_size": s, "backbone": json.loads((paths.model_dir("backbone") / "config.json").read_text()),
               "ddpm": read_config(ddpm_dir)}
