@@ -86,24 +86,6 @@ def is_global_zero() -> bool:
     return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
 
 
-# The models that take colour (3-channel) images; the others refuse them before any work.
-COLOUR = ("evaluator", "backbone", "gan", "federated", "diffusion", "ddpm")
-
-
-def check_channels(name: str, prepared: Path) -> None:
-    """Refuse, before any work, colour data for a model that trains on grey images only."""
-    import numpy as np
-
-    images = Path(prepared) / "images.npy"
-    if name in COLOUR or not images.exists():
-        return
-    channels = int(np.load(images, mmap_mode="r").shape[1])
-    if channels != 1:
-        raise ParamsError(
-            f"{images} holds colour images ({channels} channels), but {name} trains on grey images only so far "
-            f"(colour: {', '.join(COLOUR)}). Set data.channels: 1 to train {name} on grey versions of the images")
-
-
 def check_devices(trainer: TrainerParams, name: str) -> None:
     """Refuse, before any work, devices that are not there and models that cannot use several."""
     world = world_size(trainer)

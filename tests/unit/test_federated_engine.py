@@ -27,7 +27,6 @@ from embedlab.methods.federated.engine import (
 from embedlab.methods.federated.nets import ClientCNN, ReleasedRTNet, stack, unstack
 from embedlab.methods.federated.params import FRAugDampedParams, FRAugParams, GGEURParams
 from embedlab.methods.federated.simulation import client_update, simulate
-from embedlab.params import Params, ParamsError, parse_params
 
 CNN = {"kind": "cnn", "image_size": 8, "num_classes": 10, "width": 4, "embedding_dim": 8}
 
@@ -234,13 +233,3 @@ def test_colour_clients_train_a_colour_cnn_at_each_size(size):
     with pytest.raises(RuntimeError):  # a grey CNN does not silently take colour
         build_model({**CNN, "image_size": size}, 2)(torch.stack([x[:5], x[5:10]]))
 
-
-def test_colour_clients_refuse_the_grey_only_tokenizer_embedding(tmp_path):
-    from embedlab.methods.federated.method import check_embedding
-    from embedlab.paths import Paths
-
-    (tmp_path / "data/partitions").mkdir(parents=True)
-    np.savez(tmp_path / "data/partitions/feature_shift.npz", train_images=np.zeros((2, 3, 8, 8), np.float32))
-    with pytest.raises(ParamsError, match=r"colour clients \(3 channels\).*federated.embedding.source: backbone"):
-        check_embedding(Params(), Paths(tmp_path))
-    check_embedding(parse_params({"federated": {"embedding": {"source": "backbone"}}}), Paths(tmp_path))

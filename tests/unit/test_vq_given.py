@@ -55,3 +55,41 @@ def test_the_tokenizer_trains_without_ever_reading_a_label(tmp_path, digits_prep
     assert epochs == 1 and best is not None
     with pytest.raises(AssertionError, match="read a label"):  # the stand-in does catch a read
         len(split["train"][1])
+
+
+def test_a_colour_source_trains_a_colour_tokenizer(tmp_path, digits_prepared):
+    """Issue 31: the tokenizer takes the prepared images' channels (its config records them for
+    colour only); colour images in, colour reconstructions out, and the federated heads' embedder
+    (this tokenizer's encoder) reads them."""
+    import dataclasses
+
+    import numpy as np
+
+    from embedlab.data.prepare import write_prepared
+    from embedlab.embedders import build_embedding
+    from embedlab.methods.vq import given
+
+    rng = np.random.default_rng(0)
+    tint = rng.uniform(0.6, 1.0, (1, 3, 1, 1)).astype(np.float32)  # three channels that differ
+    colour = dataclasses.replace(digits_prepared, images=np.clip(np.repeat(digits_prepared.images, 3, 1) * tint, -1, 1))
+    paths = Paths(tmp_path)
+    write_prepared(colour, paths.prepared)
+    given.train(Params(trainer=TrainerParams(progress_bar=False), vq=TINY), paths)
+    tokenizer, config = given.load_tokenizer(paths.model_dir(given.name))
+    assert config["channels"] == 3
+    x = torch.as_tensor(colour.split("test")[0][:3])
+    assert tokenizer.decode_indices(tokenizer.tokenize(x)).shape == x.shape == (3, 3, 16, 16)
+    folder = paths.model_dir(given.name)
+    assert build_embedding("vq", config, folder / "tokenizer.safetensors")(x).shape[0] == 3
+
+
+@pytest.mark.parametrize("size", [8, 32])
+def test_a_colour_tokenizer_round_trips_at_each_size(size):
+    from embedlab.methods.vq.given import tokenizer_config
+    from embedlab.methods.vq.tokenizer import RVQTokenizer
+
+    assert "channels" not in tokenizer_config(TINY.tokenizer, size)  # grey: the config as before
+    tokenizer = RVQTokenizer(**tokenizer_config(TINY.tokenizer, size, 3)).eval()
+    x = torch.rand(2, 3, size, size) * 2 - 1
+    recon, _, indices = tokenizer(x)
+    assert recon.shape == x.shape and tokenizer.decode_indices(indices).shape == x.shape

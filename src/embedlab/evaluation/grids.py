@@ -34,12 +34,12 @@ def save_grid(images: np.ndarray, path: Path, per_row: int, scale: int = 4, pad:
 
 def class_grid(images: np.ndarray, labels: np.ndarray, num_classes: int, per_class: int) -> np.ndarray:
     """Rows = classes, columns = the first `per_class` images of that class (blank if fewer)."""
-    size = images.shape[-1]
-    rows = np.full((num_classes, per_class, 1, size, size), -1.0, dtype=np.float32)
+    channels, size = images.shape[1], images.shape[-1]
+    rows = np.full((num_classes, per_class, channels, size, size), -1.0, dtype=np.float32)
     for c in range(num_classes):
         chosen = images[np.asarray(labels) == c][:per_class]
         rows[c, : len(chosen)] = chosen
-    return rows.reshape(-1, 1, size, size)
+    return rows.reshape(-1, channels, size, size)
 
 
 def save_confusion_png(matrix: np.ndarray, path: Path, title: str) -> Path:

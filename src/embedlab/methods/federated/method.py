@@ -46,7 +46,7 @@ from embedlab.methods.federated.parts import (
     tuning_jobs,
 )
 from embedlab.methods.federated.scoring import evaluate, export, load_bundle
-from embedlab.params import Params, ParamsError, parse_params
+from embedlab.params import Params, parse_params
 from embedlab.paths import Paths
 from embedlab.training import resolve_device
 
@@ -154,21 +154,9 @@ def _meta(paths: Paths) -> tuple[int, int]:
     return int(max(arrays["train_labels"].max(), arrays["test_labels"].max())) + 1, int(arrays["train_images"].shape[-1])
 
 
-def check_embedding(params: Params, paths: Paths) -> None:
-    """The linear heads' embedder must take the clients' images: the vq tokenizer is grey only."""
-    source = paths.partitions / "feature_shift.npz"
-    channels = int(np.load(source)["train_images"].shape[1])
-    if channels != 1 and params.federated.embedding.source == "vq":
-        raise ParamsError(
-            f"{source} holds colour clients ({channels} channels), but federated.embedding.source: vq embeds "
-            "them with the vq tokenizer, which trains on grey images only so far. Set federated.embedding.source: "
-            "backbone (the backbone takes colour) or data.channels: 1")
-
-
 def train(params: Params, paths: Paths) -> None:
     fs = params.federated.feature_shift
     num_classes, image_size = _meta(paths)
-    check_embedding(params, paths)
     # Fail before any work if a size does not fit a client (the check every run makes).
     feature_shift_subsets(load_partition(paths.partitions, "feature_shift"), max(fs.sizes), 0,
                           paths.partitions / "feature_shift.npz")

@@ -26,13 +26,15 @@ from embedlab.paths import Paths
 name = "tokenizer"  # models/tokenizer, dvclive/tokenizer
 
 
-def tokenizer_config(cfg, image_size: int) -> dict:
-    """RVQTokenizer's constructor arguments from `vq.tokenizer` and the data's image size."""
+def tokenizer_config(cfg, image_size: int, channels: int = 1) -> dict:
+    """RVQTokenizer's constructor arguments from `vq.tokenizer` and the data's image size and
+    channels (recorded for colour only: a grey config is as it was)."""
     return {
         "image_size": int(image_size), "hidden": cfg.hidden, "latent_dim": cfg.latent_dim,
         "downsample": cfg.downsample, "num_quantizers": cfg.num_quantizers, "codebook_size": cfg.codebook_size,
         "decay": cfg.decay, "commitment_weight": cfg.commitment_weight,
         "threshold_ema_dead_code": cfg.dead_code_threshold,
+        **({"channels": int(channels)} if channels != 1 else {}),
     }
 
 
@@ -65,7 +67,7 @@ def train(params: Params, paths: Paths) -> None:
 
     data = read_prepared(paths.prepared)
     device = resolve_device(params.trainer)
-    config = tokenizer_config(params.vq.tokenizer, data.meta["image_size"])
+    config = tokenizer_config(params.vq.tokenizer, data.meta["image_size"], data.channels)
     split = {s: tuple(torch.as_tensor(a, device=device) for a in data.split(s)) for s in ("train", "val")}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="embedlab-tokenizer-ckpt-") as scratch:

@@ -1,6 +1,6 @@
 """Residual-VQ image tokenizer: conv encoder -> ResidualVQ over a latent grid -> conv decoder.
 
-An image (B, 1, S, S) in [-1, 1] becomes L = (S / downsample)^2 positions, each a stack of
+An image (B, C, S, S) in [-1, 1] (C = 1 grey, 3 colour) becomes L = (S / downsample)^2 positions, each a stack of
 D code indices; the sum of the first d codes is a coarse-to-fine approximation of the latent,
 so the decoder can work from any depth d <= D (quantize dropout trains it to).
 
@@ -213,7 +213,7 @@ class RVQTokenizer(nn.Module):
     # ---- decode ------------------------------------------------------------------------
 
     def decode_latent(self, z_q: torch.Tensor, clamp: bool = True) -> torch.Tensor:
-        """(B, L, C) -> (B, 1, S, S); clamped to [-1, 1] unless a loss needs the raw output."""
+        """(B, L, latent) -> (B, C, S, S); clamped to [-1, 1] unless a loss needs the raw output."""
         out = self.decoder(rearrange(z_q, "b (h w) c -> b c h w", h=self.grid, w=self.grid))
         return out.clamp(-1.0, 1.0) if clamp else out
 
