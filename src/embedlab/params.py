@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
@@ -59,7 +59,8 @@ class ValidateParams(Section):
     std_intensity_range: tuple[float, float] = (0.05, 1.0)
 
 
-DomainName = Literal["original", "inverted", "rotated", "blurred_noise", "contrast", "mnistm", "svhn", "usps", "synth"]
+DomainName = Literal["original", "inverted", "rotated", "blurred_noise", "contrast", "mnistm", "svhn", "usps", "synth",
+                     "hue_rotated", "channel_swap", "greyscale"]
 
 
 class FeatureShiftParams(Section):
@@ -68,15 +69,33 @@ class FeatureShiftParams(Section):
     `synth` renders its own. Each domain keeps train_per_class + val_per_class images per class
     for train and val, and tests on the rest (synth: synth_test_per_class)."""
 
-    domains: list[DomainName] = Field(
-        default_factory=lambda: ["original", "synth", "mnistm", "svhn", "usps", "inverted"], min_length=2)
+    # auto: the digit look-alikes for grey digits 0-9, else transforms of the source's own images
+    # (embedlab.data.domains.auto_domains); or a list of at least two names.
+    domains: Literal["auto"] | list[DomainName] = "auto"
     train_per_class: int = Field(10, ge=1, le=100_000)
     val_per_class: int = Field(5, ge=1, le=100_000)
     synth_test_per_class: int = Field(100, ge=1, le=100_000)
 
+    @field_validator("domains", mode="before")
+    @classmethod
+    def _names(cls, value):
+        """Name the bad entry plainly (a union's own message lists both of its forms)."""
+        if isinstance(value, str) and value != "auto":
+            raise ValueError(f"{value!r}: expected auto or a list of domain names")
+        if isinstance(value, list | tuple):
+            allowed = get_args(DomainName)
+            for i, name in enumerate(value):
+                if name not in allowed:
+                    raise ValueError(f"entry {i}: {name!r} is not a domain; allowed: {', '.join(allowed)}, or auto alone")
+        return value
+
     @field_validator("domains")
     @classmethod
     def _unique(cls, value):
+        if value == "auto":
+            return value
+        if len(value) < 2:
+            raise ValueError(f"domains {value}: at least two (one client each), or auto")
         if len(set(value)) != len(value):
             raise ValueError(f"domains {value} repeat a name")
         return value

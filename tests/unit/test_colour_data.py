@@ -90,8 +90,9 @@ def test_feature_shift_on_colour_keeps_colour_transforms_and_refuses_the_grey_lo
 
     spec = colour_folder(tmp_path / "raw", per_class=12, size=8)
     data = prepare_dataset(load_source(spec), DataParams(source=spec, image_size=8))
+    look_alikes = FeatureShiftParams(domains=["original", "synth", "mnistm", "svhn", "usps", "inverted"])
     with pytest.raises(PartitionError, match=r"\['synth', 'mnistm', 'svhn', 'usps'\] make grey images.*3 channels"):
-        feature_shift(data, PartitionParams())
+        feature_shift(data, PartitionParams(feature_shift=look_alikes))
     fs = FeatureShiftParams(domains=["original", "inverted", "rotated"], train_per_class=2, val_per_class=1)
     arrays = feature_shift(data, PartitionParams(feature_shift=fs))
     assert arrays["train_images"].shape[1:] == (3, 8, 8)

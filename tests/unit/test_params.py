@@ -47,7 +47,7 @@ def test_bad_source_lists_allowed_forms():
 
 
 def test_bad_domain_name_is_rejected():
-    with pytest.raises(ParamsError, match=r"partition\.feature_shift\.domains\.1"):
+    with pytest.raises(ParamsError, match=r"partition\.feature_shift\.domains: .*entry 1: 'sepia' is not a domain"):
         parse_params({"partition": {"feature_shift": {"domains": ["original", "sepia"]}}})
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedlab.data.domains import DOMAINS, apply_domain, digit_fonts, domain_statistics, generate_domain, synth
+from embedlab.data.domains import COLOUR_ONLY, DOMAINS, apply_domain, digit_fonts, domain_statistics, generate_domain, synth
 from embedlab.data.partition import (
     PartitionError,
     assign_by_proportions,
@@ -26,7 +26,7 @@ def batch():
 
 
 def test_domains_are_distinct_and_in_range(batch):
-    outs = {name: apply_domain(name, batch, seed=3) for name in DOMAINS}
+    outs = {name: apply_domain(name, batch, seed=3) for name in DOMAINS if name not in COLOUR_ONLY}
     for name, out in outs.items():
         assert out.shape == batch.shape and out.dtype == batch.dtype, name
         assert out.min() >= -1 and out.max() <= 1, name
@@ -105,7 +105,9 @@ def test_run_partition_writes_validated_report(tmp_path, digits_prepared):
     summary = run_partition(digits_prepared, params, tmp_path / "partitions", tmp_path / "report")
     assert set(summary) == {"feature_shift", "label_skew", "label_skew_alpha0.5"}
     fs = load_partition(tmp_path / "partitions", "feature_shift")
-    assert list(fs["client_names"]) == list(params.feature_shift.domains)
+    # auto on grey digits 0-9: FRAug's digit domains, and the report says why
+    assert list(fs["client_names"]) == ["original", "synth", "mnistm", "svhn", "usps", "inverted"]
+    assert summary["feature_shift"]["domains_chosen"].startswith("auto: grey digits 0-9")
     cfg = params.feature_shift
     for k, name in enumerate(fs["client_names"]):
         for split, per_class in (("train", cfg.train_per_class), ("val", cfg.val_per_class)):
@@ -117,11 +119,11 @@ def test_run_partition_writes_validated_report(tmp_path, digits_prepared):
     assert sizes["synth"] == 10 * (cfg.train_per_class + cfg.val_per_class + cfg.synth_test_per_class)
     # Test shards as large as the source allows: 5 source-derived domains share 1,797 digits, so
     # each tests on about 1797 / 5 - 150 = 209 (synth renders 1,000).
-    derived = len([d for d in cfg.domains if d != "synth"])
+    derived = len([d for d in fs["client_names"] if d != "synth"])
     assert min(c["test_size"] for c in summary["feature_shift"]["clients"]) >= len(digits_prepared.labels) // derived - 160
     original = np.concatenate([fs[f"{s}_images"][fs[f"{s}_client"] == 0] for s in ("train", "val", "test")])
     assert len(np.unique(original.reshape(len(original), -1), axis=0)) == len(original)  # no image in two splits
-    assert set(summary["feature_shift"]["domains"]) == set(cfg.domains)
+    assert set(summary["feature_shift"]["domains"]) == set(fs["client_names"])
     assert (tmp_path / "report" / "domains.png").stat().st_size > 5000
     for setting in summary:
         for c in summary[setting]["clients"]:
@@ -192,8 +194,9 @@ def test_feature_shift_errors_name_the_key(digits_prepared):
         run_partition(digits_prepared, PartitionParams(feature_shift={"train_per_class": 60}), Path("/nonexistent/a"),
                       Path("/nonexistent/b"))
     letters = replace(digits_prepared, meta={**digits_prepared.meta, "class_names": list("abcdefghij")})
+    listed = PartitionParams(feature_shift={"domains": ["original", "synth", "mnistm", "svhn", "usps", "inverted"]})
     with pytest.raises(PartitionError, match="'synth' renders the digits 0-9"):
-        run_partition(letters, PartitionParams(), Path("/nonexistent/a"), Path("/nonexistent/b"))
+        run_partition(letters, listed, Path("/nonexistent/a"), Path("/nonexistent/b"))
 
 
 def test_params_accept_exactly_the_domains_the_code_makes():
@@ -205,3 +208,33 @@ def test_params_accept_exactly_the_domains_the_code_makes():
     from embedlab.params import DomainName
 
     assert set(get_args(DomainName)) == set(DOMAINS) | set(GENERATED)
+
+
+def test_auto_domains_follow_the_source(digits_prepared):
+    """Issue 31: `auto` keeps FRAug's digit domains for grey digits 0-9 and takes transforms of
+    the source's own images for anything else, colour shifts for colour; a grey source refuses
+    colour-only shifts by name."""
+    from embedlab.data.domains import AUTO_COLOUR, AUTO_GREY, auto_domains
+    from embedlab.data.partition import resolve_domains
+
+    digits = [str(c) for c in range(10)]
+    assert auto_domains(digits, 10, 1)[0] == ("original", "synth", "mnistm", "svhn", "usps", "inverted")
+    assert auto_domains(list("abcdefghij"), 10, 1)[0] == AUTO_GREY
+    assert auto_domains(digits, 10, 3)[0] == AUTO_COLOUR  # colour digits: the grey look-alikes would drop the colour
+    assert not set(AUTO_COLOUR) & {"mnistm", "svhn", "usps", "synth"} and not set(AUTO_GREY) & set(COLOUR_ONLY)
+    letters = replace(digits_prepared, meta={**digits_prepared.meta, "class_names": list("abcdefghij")})
+    chosen, why = resolve_domains(letters, PartitionParams())
+    assert chosen == AUTO_GREY and why.startswith("auto: a grey source (not the digits 0-9)")
+    with pytest.raises(PartitionError, match=r"\['hue_rotated'\] shift colours.*grey images"):
+        run_partition(digits_prepared, PartitionParams(feature_shift={"domains": ["original", "hue_rotated"]}),
+                      Path("/nonexistent/a"), Path("/nonexistent/b"))
+
+
+def test_colour_shifts_move_hue_swap_channels_and_drop_colour():
+    rgb = np.random.default_rng(0).uniform(-1, 1, (4, 3, 8, 8)).astype(np.float32)
+    hue = apply_domain("hue_rotated", rgb, 0)
+    np.testing.assert_array_equal(hue[:, 1], rgb[:, 0])  # red moves to green
+    np.testing.assert_array_equal(apply_domain("channel_swap", rgb, 0)[:, [2, 1, 0]], rgb)
+    grey = apply_domain("greyscale", rgb, 0)
+    assert grey.shape == rgb.shape and grey.dtype == rgb.dtype and np.allclose(grey[:, 0], grey[:, 2])
+    np.testing.assert_allclose(grey[:, 0], 0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2], atol=1e-6)

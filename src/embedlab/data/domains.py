@@ -1,7 +1,7 @@
 """Feature-shifted domains for the federated clients: fixed transforms, digit-dataset look-alikes,
 and synthetic digits rendered from fonts.
 
-Every domain works on a batch (N, 1, S, S) in [-1, 1] (ink bright, background dark) and keeps
+Every domain works on a batch (N, C, S, S) in [-1, 1] (ink bright, background dark) and keeps
 it there; what draws at random takes a generator seeded by the caller, so a partition is
 reproducible. Made offline, from what installed packages ship:
 
@@ -13,7 +13,8 @@ reproducible. Made offline, from what installed packages ship:
   the digit cropped tight and stretched to fill the frame);
 - `synth` (SynthDigits-like): digits rendered from the TrueType fonts matplotlib ships, with a
   random font, size, stroke width, affine warp, position and colours. It makes its own images
-  for any labels, so it takes no source image.
+  for any labels, so it takes no source image;
+- colour shifts, for colour sources: `hue_rotated`, `channel_swap`, `greyscale`.
 
 Colour composites are turned to grey *after* compositing (ITU-R 601 luma), so their texture
 stays in the grey image: the pipeline carries one channel.
@@ -229,11 +230,49 @@ def synth(labels: np.ndarray, size: int, rng: np.random.Generator, canvas: int =
     return out
 
 
-DOMAINS = {f.__name__: f for f in (original, inverted, rotated, blurred_noise, contrast, mnistm, svhn, usps)}
+# --- colour shifts (colour images only) -----------------------------------------------------
+
+def hue_rotated(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A 120-degree hue rotation, exact on RGB: R -> G -> B -> R (luma and saturation change
+    little; every hue moves by a third of the wheel)."""
+    return np.ascontiguousarray(images[:, [2, 0, 1]])
+
+
+def channel_swap(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Red and blue swapped (BGR read as RGB: a common pipeline slip, a real domain shift)."""
+    return np.ascontiguousarray(images[:, [2, 1, 0]])
+
+
+def greyscale(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The colour taken out: ITU-R 601 luma in all three channels."""
+    luma = np.tensordot(np.asarray(LUMA, dtype=np.float32), images, axes=([0], [1]))
+    return np.repeat(luma[:, None], 3, axis=1).astype(images.dtype)
+
+
+DOMAINS = {f.__name__: f for f in (original, inverted, rotated, blurred_noise, contrast, mnistm, svhn, usps,
+                                   hue_rotated, channel_swap, greyscale)}
 GENERATED = {"synth": synth}  # domains that make their own images for given labels
 # Domains that make grey images whatever they are given (composited, then turned to grey); the
 # transforms above them work on every channel alike, colour included.
 GREY_ONLY = ("mnistm", "svhn", "usps", "synth")
+COLOUR_ONLY = ("hue_rotated", "channel_swap", "greyscale")  # no shift at all on a grey image
+# `partition.feature_shift.domains: auto`: FRAug's digit domains (look-alikes of MNIST-M, SVHN,
+# USPS and SynthDigits) for grey sources of the digits 0-9; for any other source, transforms
+# of its own images, colour shifts among them for a colour source.
+AUTO_DIGITS = ("original", "synth", "mnistm", "svhn", "usps", "inverted")
+AUTO_GREY = ("original", "inverted", "rotated", "blurred_noise", "contrast")
+AUTO_COLOUR = ("original", "hue_rotated", "channel_swap", "greyscale", "inverted", "blurred_noise")
+
+
+def auto_domains(class_names: list, num_classes: int, channels: int) -> tuple[tuple[str, ...], str]:
+    """The feature-shift domains `auto` picks for a source, and why (reports/partition says it)."""
+    digits = num_classes == 10 and [str(n) for n in class_names] == [str(c) for c in range(10)]
+    if digits and channels == 1:
+        return AUTO_DIGITS, "grey digits 0-9: the digit-dataset look-alikes FRAug's benchmark uses"
+    kind = "colour" if channels == 3 else "grey"
+    what = "digits" if digits else "not the digits 0-9"
+    chosen = AUTO_COLOUR if channels == 3 else AUTO_GREY
+    return chosen, f"a {kind} source ({what}): transforms of its own images"
 
 
 def apply_domain(name: str, images: np.ndarray, seed: int) -> np.ndarray:

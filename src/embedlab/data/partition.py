@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from embedlab.data.domains import DOMAINS, GENERATED, GREY_ONLY, apply_domain, generate_domain
+from embedlab.data.domains import COLOUR_ONLY, DOMAINS, GENERATED, GREY_ONLY, apply_domain, auto_domains, generate_domain
 from embedlab.data.domains import domain_statistics as image_statistics
 from embedlab.data.prepare import SPLITS, PreparedData
 from embedlab.params import LabelSkewParams, PartitionParams
@@ -96,12 +96,22 @@ def split_per_class(labels: np.ndarray, counts: tuple[int, int], rng: np.random.
     return split
 
 
+def resolve_domains(data: PreparedData, params: PartitionParams) -> tuple[tuple[str, ...], str]:
+    """(the feature-shift domains, how they were chosen): `auto` picks by the source
+    (`embedlab.data.domains.auto_domains`), a list is taken as given."""
+    domains = params.feature_shift.domains
+    if domains != "auto":
+        return tuple(domains), "partition.feature_shift.domains as listed"
+    chosen, why = auto_domains(data.meta.get("class_names") or [], data.num_classes, data.channels)
+    return chosen, f"auto: {why}"
+
+
 def feature_shift(data: PreparedData, params: PartitionParams) -> dict[str, np.ndarray]:
     """One client per domain. Source-derived domains share the source images, pooled over the
     prepared splits and dealt out stratified (no image serves two domains, nor two splits);
     `synth` renders its own, as many as its splits take."""
     fs = params.feature_shift
-    domains = fs.domains
+    domains = list(resolve_domains(data, params)[0])
     rng = np.random.default_rng(params.seed)
     images = np.concatenate([data.split(s)[0] for s in SPLITS])
     labels = np.concatenate([data.split(s)[1] for s in SPLITS])
@@ -114,6 +124,11 @@ def feature_shift(data: PreparedData, params: PartitionParams) -> dict[str, np.n
             f"partition.feature_shift.domains: {grey_only} make grey images (the digit-dataset look-alikes), but "
             f"data/prepared holds colour images (3 channels); for a colour source keep the transforms of its own "
             f"images ({', '.join(d for d in DOMAINS if d not in GREY_ONLY)}), or set data.channels: 1")
+    colour_only = [d for d in domains if d in COLOUR_ONLY]
+    if data.channels == 1 and colour_only:
+        raise PartitionError(
+            f"partition.feature_shift.domains: {colour_only} shift colours, but data/prepared holds grey images "
+            f"(1 channel), where they change nothing; drop them or use auto")
     if any(d in GENERATED for d in domains):
         names = data.meta.get("class_names") or []
         if [str(n) for n in names] != [str(c) for c in classes] or data.num_classes != 10:
@@ -293,6 +308,7 @@ def run_partition(data: PreparedData, params: PartitionParams, out_dir: Path, re
     check_report(table, data.num_classes, {**min_train, "feature_shift": 1})
     summary = summarise(table)
     summary["feature_shift"]["domains"] = domain_statistics(settings["feature_shift"])
+    summary["feature_shift"]["domains_chosen"] = resolve_domains(data, params)[1]
 
     # Build both outputs beside their final place, then swap in: a failure leaves nothing half-written.
     staged = []
