@@ -148,3 +148,22 @@ def test_the_gan_bundle_carries_a_quality_floor_from_the_published_run():
              "stacked": {"confident_share": {"untrained": 0.2}}}
     floor = quality_floor(noise)
     assert not floor["met"] and floor["threshold"] == 0.5 and floor["value"] == 0.3
+
+
+def test_a_room_without_val_scores_is_not_met_instead_of_a_crash():
+    """Clients without val rows score nan (engine.accuracies): the room is unknown, so the claim
+    is untested (seen on a small colour folder's label-skew clients)."""
+    from embedlab.methods.federated.scoring import preconditions
+
+    nan = float("nan")
+    val = {"central": [nan, nan], "fedavg": [0.5, 0.6], "fedbn": [0.7, 0.7], "local": [0.4, 0.5]}
+    out = preconditions(val)
+    assert not out[("fedavg_ggeur", "fedavg")]["met"] and out[("fedavg_ggeur", "fedavg")]["value"] is None
+    assert out[("fraug", "fedbn")]["met"]
+
+
+def test_a_run_scores_val_over_the_clients_that_have_val_rows():
+    from embedlab.methods.federated.method import _mean_scored
+
+    assert _mean_scored([0.5, float("nan"), 0.7]) == 0.6
+    assert _mean_scored([float("nan")]) != _mean_scored([float("nan")])  # nan: no client scored

@@ -72,7 +72,8 @@ def run_job(job: Job, params: Params, root: Path, num_classes: int, image_size: 
     h = result["history"]
     return {
         "job": asdict(job), "key": job.key, "config": asdict(cfg), "seconds": result["seconds"],
-        "val_curve": [float(np.mean(a)) for a in h["eval_acc"]],
+        # Over the clients with val rows: one without any scores nan (engine.accuracies), not the mean.
+        "val_curve": [_mean_scored(a) for a in h["eval_acc"]],
         "val_final_per_client": result["final_eval_acc"],
         "bytes_per_round": int(np.mean([u + d for u, d in zip(h["upload_bytes"], h["download_bytes"])])),
         "setup_bytes": int(stats_bytes),
@@ -81,6 +82,11 @@ def run_job(job: Job, params: Params, root: Path, num_classes: int, image_size: 
         "local_keys": result["local_keys"],
         "states": result["states"],
     }
+
+
+def _mean_scored(accuracies) -> float:
+    scored = [a for a in accuracies if np.isfinite(a)]
+    return float(np.mean(scored)) if scored else float("nan")
 
 
 def _worker_run(job: Job, raw: dict, root: str, num_classes: int, image_size: int, progress: bool) -> dict:
