@@ -133,10 +133,12 @@ def train(name: str, params_file: Path = ParamsOption, root: Path = RootOption) 
     params, paths = _load(params_file, root)
     _pin_threads()
     from embedlab.params import ParamsError
+    from embedlab.sizes import check_image_size
     from embedlab.training import ResumeError, check_devices, is_global_zero
 
     try:
         check_devices(params.trainer, name)
+        check_image_size(name, params, paths.prepared)
         model.train(params, paths)
     except ParamsError as exc:
         _fail(f"bad params: {exc}", code=2)
@@ -160,10 +162,12 @@ def pretrain(name: str, params_file: Path = ParamsOption, root: Path = RootOptio
     params, paths = _load(params_file, root)
     _pin_threads()
     from embedlab.params import ParamsError
+    from embedlab.sizes import check_image_size
     from embedlab.training import check_devices
 
     try:
         check_devices(params.trainer, name)
+        check_image_size(name, params, paths.prepared)
         given.train(params, paths)
     except ParamsError as exc:
         _fail(f"bad params: {exc}", code=2)
