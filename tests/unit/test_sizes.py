@@ -46,3 +46,16 @@ def test_the_stage_refuses_before_any_work(tmp_path):
     assert out.returncode == 2, out.stderr[-2000:]
     assert "data.image_size: 12" in out.stderr and "power of two" in out.stderr
     assert not (tmp_path / "models").exists()
+
+
+def test_bytecode_caches_never_change_a_stage_dependency():
+    """Without PYTHONDONTWRITEBYTECODE (Python's default) importing the package writes
+    __pycache__/ beside the sources; DVC must not count them in the src/ folders stages depend
+    on, or every run would leave its own stages stale (seen this session)."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run([str(Path(sys.executable).parent / "dvc"), "check-ignore", "-d",
+                          "src/embedlab/methods/gan/__pycache__/method.cpython-311.pyc"],
+                         cwd=repo, capture_output=True, text=True)
+    assert out.returncode == 0 and "__pycache__" in out.stdout, (out.stdout, out.stderr)

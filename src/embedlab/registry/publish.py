@@ -30,7 +30,7 @@ from embedlab.registry.store import (
     experiment_id,
     flatten,
     global_tracking_uri,
-    import_mlflow,
+    import_mlflow_pytorch,
     registered_name,
     tracking_uri,
 )
@@ -93,7 +93,7 @@ def _log_files(mlflow, files: dict[str, Any]) -> None:
 
 
 def publish(name: str, bundle: ModelBundle, params: Params, paths: Paths) -> dict:
-    mlflow = import_mlflow()
+    mlflow = import_mlflow_pytorch()
     import torch
     from mlflow import MlflowClient
 

@@ -41,6 +41,26 @@ def import_mlflow():
     return mlflow
 
 
+def import_mlflow_pytorch():
+    """mlflow.pytorch without the `pytorch_lightning` import it makes for a Lightning autolog
+    callback (2.4-4.6 s of each publish stage here, measured side by side: 3.7-5.9 s plain,
+    1.3-1.4 s without it). This project logs models explicitly and never autologs; the callback
+    is optional in mlflow (an ImportError is swallowed). A process that already imported
+    pytorch_lightning keeps it, and the block is lifted once mlflow.pytorch is in."""
+    import sys
+
+    mlflow = import_mlflow()
+    block = "pytorch_lightning" not in sys.modules
+    if block:
+        sys.modules["pytorch_lightning"] = None  # `import pytorch_lightning` raises ImportError
+    try:
+        import mlflow.pytorch  # noqa: F401
+    finally:
+        if block and "pytorch_lightning" in sys.modules and sys.modules["pytorch_lightning"] is None:
+            del sys.modules["pytorch_lightning"]
+    return mlflow
+
+
 def registered_name(name: str) -> str:
     return f"embedlab-{name}"
 
