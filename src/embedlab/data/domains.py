@@ -264,9 +264,14 @@ AUTO_GREY = ("original", "inverted", "rotated", "blurred_noise", "contrast")
 AUTO_COLOUR = ("original", "hue_rotated", "channel_swap", "greyscale", "inverted", "blurred_noise")
 
 
+def is_digit_source(class_names: list, num_classes: int) -> bool:
+    """The source's classes are the digits 0-9 (what `synth` renders and the look-alikes mimic)."""
+    return num_classes == 10 and [str(n) for n in class_names] == [str(c) for c in range(10)]
+
+
 def auto_domains(class_names: list, num_classes: int, channels: int) -> tuple[tuple[str, ...], str]:
     """The feature-shift domains `auto` picks for a source, and why (reports/partition says it)."""
-    digits = num_classes == 10 and [str(n) for n in class_names] == [str(c) for c in range(10)]
+    digits = is_digit_source(class_names, num_classes)
     if digits and channels == 1:
         return AUTO_DIGITS, "grey digits 0-9: the digit-dataset look-alikes FRAug's benchmark uses"
     kind = "colour" if channels == 3 else "grey"

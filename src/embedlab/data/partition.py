@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from embedlab.data.domains import COLOUR_ONLY, DOMAINS, GENERATED, GREY_ONLY, apply_domain, auto_domains, generate_domain
+from embedlab.data.domains import COLOUR_ONLY, DOMAINS, GENERATED, GREY_ONLY, apply_domain, auto_domains, generate_domain, is_digit_source
 from embedlab.data.domains import domain_statistics as image_statistics
 from embedlab.data.prepare import SPLITS, PreparedData
 from embedlab.params import LabelSkewParams, PartitionParams
@@ -131,7 +131,7 @@ def feature_shift(data: PreparedData, params: PartitionParams) -> dict[str, np.n
             f"(1 channel), where they change nothing; drop them or use auto")
     if any(d in GENERATED for d in domains):
         names = data.meta.get("class_names") or []
-        if [str(n) for n in names] != [str(c) for c in classes] or data.num_classes != 10:
+        if not is_digit_source(names, data.num_classes):
             raise PartitionError(
                 f"partition.feature_shift.domains: 'synth' renders the digits 0-9, but the source's classes are "
                 f"{names[:12]}; drop 'synth' for a source that is not digits")
