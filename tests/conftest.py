@@ -77,3 +77,12 @@ def pytest_collection_modifyitems(config, items):
         return 2 if path < FILLERS_FROM else 6
 
     items.sort(key=rank)  # stable: the order within a file is kept
+
+
+def pytest_report_header(config):
+    """The host at the top of every run (CPU, its caches, ISA, library builds, the numerics pins):
+    a tolerance that holds on one machine and not on CI's can then be traced to the machine."""
+    from embedlab.host import _cpuinfo, host
+
+    facts = {**host(), "cache": _cpuinfo().get("cache size", "")}
+    return "host: " + "; ".join(f"{k}={v}" for k, v in facts.items() if k != "pins")

@@ -44,21 +44,31 @@ def test_a_stack_of_mixed_arms_and_seeds_equals_each_run_alone(setting):
     runs = [Run(arm, seed, cfg) for arm in ARMS for seed in (0, 1)]
     runs += [Run("dcgan", 2, LoopConfig(**{**cfg.__dict__, "lr": 2 * cfg.lr})), Run("mee", 2, LoopConfig(**{**cfg.__dict__, "sigma": 0.3}))]
     stacked = _train(runs, setting)
+    z = torch.randn(64, 4, generator=torch.Generator().manual_seed(3))
     for run, (state, history) in zip(runs, stacked):
         (alone_state, alone_history), = _train([run], setting)
+        # The yardstick: the same run alone with its learning rate 1% higher. A stack is its runs
+        # alone up to float rounding only (a grouped convolution adds in another order than a plain
+        # one), and Adam turns a near-zero gradient's rounding into an lr-sized step, so how far
+        # rounding carries depends on the host's kernels: 8e-7 here, 2.4e-5 on CI's host for dcgan
+        # seed 2 (a CI failure at a fixed 1e-5), while this 1% nudge moves the output by 6e-4 to
+        # 1.4e-3. A stack that mixed up runs, seeds or tuned values differs by far more than that.
+        nudged = Run(run.arm, run.seed, LoopConfig(**{**run.cfg.__dict__, "lr": 1.01 * run.cfg.lr}))
+        (nudged_state, nudged_history), = _train([nudged], setting)
         assert len(history["g_loss"]) == len(history["d_loss"]) == cfg.steps  # iteration-matched
         for key in ("d_loss", "g_loss"):
-            assert history[key] == pytest.approx(alone_history[key], abs=1e-5), (run, key)
-        # The function each generator computes on a batch (batch statistics): equal to 1e-5.
-        z = torch.randn(64, 4, generator=torch.Generator().manual_seed(3))
+            gap, yardstick = (max(abs(a - b) for a, b in zip(h, alone_history[key])) for h in (history[key], nudged_history[key]))
+            assert gap <= max(0.1 * yardstick, 1e-6), (run, key, gap, yardstick)
+        # The function each generator computes on a batch (batch statistics), then sampling (running
+        # statistics). The conv generator's seed layer has no bias (BatchNorm follows it): that bias had
+        # a zero gradient in exact arithmetic, and Adam turned its rounding noise into lr-sized steps.
         with torch.no_grad():
-            ours, alone = _generator(setting, state).train()(z), _generator(setting, alone_state).train()(z)
-        assert (ours - alone).abs().max() < 1e-5, run
-        # Sampling (running statistics): equal to 1e-5 too. The conv generator's seed layer has no
-        # bias (BatchNorm follows it): that bias had a zero gradient in exact arithmetic, Adam turned
-        # its rounding noise into lr-sized steps, and sampling differed by up to 1e-4 (a CI failure).
-        ours, alone = sample(_generator(setting, state), 64, seed=3), sample(_generator(setting, alone_state), 64, seed=3)
-        assert (ours - alone).abs().max() < 1e-5, (run, (ours - alone).abs().max())
+            ours, alone, other = (_generator(setting, s).train()(z) for s in (state, alone_state, nudged_state))
+        gap, yardstick = (ours - alone).abs().max(), (other - alone).abs().max()
+        assert yardstick > 1e-5 and gap <= 0.1 * yardstick, (run, gap, yardstick)
+        ours, alone, other = (sample(_generator(setting, s), 64, seed=3) for s in (state, alone_state, nudged_state))
+        gap, yardstick = (ours - alone).abs().max(), (other - alone).abs().max()
+        assert yardstick > 1e-5 and gap <= 0.1 * yardstick, (run, gap, yardstick)
     # and the runs did train, differently: seeds and arms are not copies of one another
     first = [sample(_generator(setting, s), 16, seed=3) for s, _ in stacked]
     assert all(not torch.equal(first[0], other) for other in first[1:])
