@@ -82,7 +82,7 @@ def pytest_collection_modifyitems(config, items):
 def pytest_report_header(config):
     """The host at the top of every run (CPU, its caches, ISA, library builds, the numerics pins):
     a tolerance that holds on one machine and not on CI's can then be traced to the machine."""
-    from embedlab.host import _cpuinfo, host
+    from embedlab.host import _cpuinfo, compare_fingerprint, host
 
     facts = {**host(), "cache": _cpuinfo().get("cache size", "")}
-    return "host: " + "; ".join(f"{k}={v}" for k, v in facts.items() if k != "pins")
+    return ["host: " + "; ".join(f"{k}={v}" for k, v in facts.items() if k != "pins"), compare_fingerprint()]
