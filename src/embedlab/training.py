@@ -76,6 +76,50 @@ class Resume:
 MULTI_DEVICE = ("evaluator", "backbone")
 
 
+class ShardedBatches(TensorBatches):
+    """TensorBatches with each DDP rank its own shard of every epoch: the epoch's order (the same
+    seeded permutation on every rank) is padded with its own head to a multiple of the world size,
+    as torch's DistributedSampler does, and rank r takes every world-th index from r, so the ranks'
+    shards are disjoint (but for the padding), cover the epoch and give every rank the same number
+    of batches (unequal counts would hang DDP). `rank` and `world` come from the Trainer
+    (each LightningModule's `setup`, `shard_by_rank`); with one rank it is TensorBatches, order and all."""
+
+    rank, world = 0, 1
+
+    def __len__(self) -> int:
+        if self.world == 1:
+            return super().__len__()
+        n = -(-len(self.tensors[0]) // self.world)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def shard(self) -> torch.Tensor:
+        """This rank's indices of the next epoch's order (and the epoch advances)."""
+        n = len(self.tensors[0])
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        else:
+            order = torch.arange(n)
+        self.epoch += 1
+        total = -(-n // self.world) * self.world
+        return torch.cat([order, order[: total - n]])[self.rank :: self.world]
+
+    def __iter__(self):
+        if self.world == 1:
+            yield from super().__iter__()
+            return
+        mine = self.shard().to(self.tensors[0].device)
+        for i in range(len(self)):
+            idx = mine[i * self.batch_size : (i + 1) * self.batch_size]
+            yield tuple(t[idx] for t in self.tensors)
+
+
+def shard_by_rank(module) -> None:
+    """In a LightningModule's `setup`, before Lightning first asks the train iterable its length:
+    its `batches` (a ShardedBatches) take this rank's shard."""
+    if isinstance(getattr(module, "batches", None), ShardedBatches):
+        module.batches.rank, module.batches.world = module.global_rank, module.trainer.world_size
+
+
 def world_size(trainer: TrainerParams) -> int:
     return trainer.devices * trainer.num_nodes
 

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from embedlab.batches import TensorBatches
-from embedlab.classifiers.training import ShardedBatches
 from embedlab.params import ParamsError, parse_params
-from embedlab.training import check_devices, is_global_zero
+from embedlab.training import ShardedBatches, check_devices, is_global_zero
 
 
 def epochs(batches, n: int) -> list[list[int]]:
