@@ -1,7 +1,7 @@
 """Several devices (issue 32): `embedlab train evaluator` as Lightning DDP over 2 CPU processes
-(gloo) on tiny params. Each rank trains on its own shard of every epoch (the shards themselves:
-tests/unit/test_devices.py), rank 0 alone writes, and the weights load; a method asked for 2
-devices refuses before any work."""
+(gloo) on tiny params, and vq's priors the same way. Each rank trains on its own shard of every
+epoch (the shards themselves: tests/unit/test_devices.py), rank 0 alone writes, and the weights
+load; a method that cannot use 2 devices refuses before any work."""
 
 from __future__ import annotations
 
@@ -50,7 +50,42 @@ def test_the_evaluator_trains_as_ddp_on_two_cpu_processes_and_rank_zero_alone_wr
     steps = [r.split("\t")[0] for r in rows]
     assert rows and len(steps) == len(set(steps)), rows
 
-    refused = run(["embedlab", "train", "vq"], repo_copy, check=False)
+    refused = run(["embedlab", "train", "gan"], repo_copy, check=False)
     assert refused.returncode == 2
-    assert "trainer.devices: 2" in refused.stderr and "vq trains on one device" in refused.stderr
+    assert "trainer.devices: 2" in refused.stderr and "gan trains on one device" in refused.stderr
 
+
+
+def test_vq_trains_its_priors_as_ddp_on_two_cpu_processes_and_rank_zero_alone_writes(repo_copy):
+    """Each prior is one DDP fit: both ranks run the same fits in one order, each on its own shard
+    (the ShardedBatches the evaluator uses), and rank 0 writes the priors, which load."""
+    run(["embedlab", "prepare"], repo_copy)
+    run(["embedlab", "pretrain", "tokenizer"], repo_copy)  # given networks train on one device
+    set_params(repo_copy, {"trainer": {"accelerator": "cpu", "devices": 2, "progress_bar": False},
+                           "vq": {"seeds": [0]}})
+    out = run(["embedlab", "train", "vq"], repo_copy)
+    said = out.stdout + out.stderr
+    assert said.count("trained vq ->") == 1, said[-3000:]  # rank 1 ends quietly
+
+    model_dir = repo_copy / "models/vq"
+    summary = json.loads((model_dir / "train.json").read_text())
+    assert summary["ddp"] == {"world_size": 2} and set(summary["runs"]["0"]) == {"ar", "resgen"}
+    assert sorted(p.name for p in (model_dir / "seed0").iterdir() if p.is_file()) == \
+        ["ar.safetensors", "config.json", "resgen.safetensors"]  # no token files left behind
+    assert not (repo_copy / ".embedlab/resume/vq").exists()
+
+    from embedlab.data.prepare import read_prepared
+
+    prior = yaml.safe_load((repo_copy / "params.yaml").read_text())["vq"]["prior"]
+    sequences = len(read_prepared(repo_copy / "data/prepared").split("train")[1]) * (1 + prior["augment_copies"])
+    for fit in summary["runs"]["0"].values():  # each rank half of every epoch's token sequences
+        assert fit["epochs"] >= 1 and fit["best_val_loss"] is not None
+        assert fit["ddp"] == {"world_size": 2, "sequences_per_rank": math.ceil(sequences / 2),
+                              "batches_per_rank": math.ceil(math.ceil(sequences / 2) / prior["batch_size"])}
+
+    from embedlab.methods.vq.given import load_tokenizer
+    from embedlab.methods.vq.parts import load_priors
+
+    tokenizer, _ = load_tokenizer(repo_copy / "models/tokenizer", "cpu")
+    resgen, ar, _ = load_priors(model_dir / "seed0", tokenizer)
+    assert resgen.training is False and ar.training is False

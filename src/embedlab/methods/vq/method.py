@@ -26,7 +26,7 @@ from embedlab.methods.vq.parts import NAME, PRIMARY_METRIC, build_priors, seed_d
 from embedlab.methods.vq.scoring import evaluate, export, load_bundle
 from embedlab.params import Params, parse_params
 from embedlab.paths import Paths
-from embedlab.training import load_best_weights, make_trainer, resolve_device
+from embedlab.training import ShardedBatches, is_global_zero, load_best_weights, make_trainer, resolve_device, world_size
 
 # The method interface (methods/base.py): this module trains; scoring.py evaluates and exports.
 name = NAME
@@ -51,18 +51,26 @@ def _configs(params: Params, meta: dict, tokenizer: dict | None = None) -> dict:
 
 
 def _fit(lit, params: Params, paths: Paths, seed: int, part: str, cfg, monitor: str, mode: str, train, val,
-         max_epochs: int | None = None) -> tuple[int, float | None]:
-    """One Lightning fit of a part of training seed `seed`: (epochs run, best monitored value)."""
+         max_epochs: int | None = None) -> tuple[int, float | None, dict | None]:
+    """One Lightning fit of a part of training seed `seed`: (epochs run, best monitored value,
+    how DDP spread it: None on one device)."""
     trainer, _ = make_trainer(
         params.trainer, name=f"{NAME}-{part}-seed{seed}", max_epochs=max_epochs or cfg.max_epochs, seed=seed,
         live_dir=paths.dvclive(NAME) / f"seed{seed}" / part, checkpoint_dir=seed_dir(paths, seed) / "checkpoints" / part,
         monitor=monitor, mode=mode, patience=cfg.patience,
     )
-    trainer.fit(lit, train_dataloaders=TensorBatches(*train, batch_size=cfg.batch_size, shuffle=True, seed=seed),
-                val_dataloaders=TensorBatches(*val, batch_size=1024))
-    load_best_weights(lit, trainer)
+    # Under DDP each rank its own shard of every epoch (with one rank: TensorBatches, order and
+    # all); validation reads the whole val split on every rank, so early stopping agrees.
+    lit.batches = ShardedBatches(*train, batch_size=cfg.batch_size, shuffle=True, seed=seed)
+    trainer.fit(lit, train_dataloaders=lit.batches, val_dataloaders=TensorBatches(*val, batch_size=1024))
+    if trainer.is_global_zero:  # the best checkpoint is rank 0's file
+        load_best_weights(lit, trainer)
     best = trainer.checkpoint_callback.best_model_score
-    return trainer.current_epoch, None if best is None else round(float(best), 4)
+    ddp = None
+    if trainer.world_size > 1:  # each rank's share of an epoch
+        ddp = {"world_size": trainer.world_size, "batches_per_rank": len(lit.batches),
+               "sequences_per_rank": -(-len(train[0]) // trainer.world_size)}
+    return trainer.current_epoch, None if best is None else round(float(best), 4), ddp
 
 
 def prior_data(tokenizer, params: Params, split: dict, seed: int):
@@ -77,7 +85,7 @@ def prior_data(tokenizer, params: Params, split: dict, seed: int):
     return train, val
 
 
-def train_prior(prior, part: str, params: Params, paths: Paths, train, val, seed: int) -> tuple[int, float | None]:
+def train_prior(prior, part: str, params: Params, paths: Paths, train, val, seed: int) -> tuple[int, float | None, dict | None]:
     """Fit one prior (resgen or ar) in place, early-stopped on validation likelihood."""
     from embedlab.methods.vq.prior_training import LitPrior
 
@@ -96,10 +104,13 @@ def _splits(paths: Paths, device) -> tuple[dict, dict]:
 def fit_prior_job(raw: dict, root: str, seed: int, part: str) -> dict:
     """One prior of one training seed, on that seed's tokens (written by `train`)."""
     params, paths = parse_params(raw), Paths(Path(root))
+    return _fit_prior(params, paths, seed, part, load_tensors(seed_dir(paths, seed) / "tokens.safetensors"))
+
+
+def _fit_prior(params: Params, paths: Paths, seed: int, part: str, tokens: dict) -> dict:
     device = resolve_device(params.trainer)
     meta, _ = _splits(paths, "cpu")
     out = seed_dir(paths, seed)
-    tokens = load_tensors(out / "tokens.safetensors")
     tok_config = json.loads((tokenizer_dir(paths) / "config.json").read_text())
     torch.manual_seed(seed)  # the priors' initial weights: this seed's, not the worker's history
     resgen, ar = build_priors(_configs(params, meta, tok_config), codebooks=tokens["codebooks"])
@@ -107,12 +118,14 @@ def fit_prior_job(raw: dict, root: str, seed: int, part: str) -> dict:
     train_tokens = tuple(t.to(device) for t in tokens["train"])
     val_tokens = tuple(t.to(device) for t in tokens["val"])
     start = time.perf_counter()
-    epochs, best = train_prior(prior, part, params, paths, train_tokens, val_tokens, seed)
-    save_weights(prior, out / f"{part}.safetensors")
+    epochs, best, ddp = train_prior(prior, part, params, paths, train_tokens, val_tokens, seed)
+    if is_global_zero():
+        save_weights(prior, out / f"{part}.safetensors")
     positions = train_tokens[0].shape[1] * (train_tokens[0].shape[2] if part == "ar" else 1) + 1
-    return {"epochs": epochs, "best_val_loss": best, "seconds": round(time.perf_counter() - start, 1),
-            # tokens through the transformer in training: the compute the two priors are matched on
-            "tokens_processed": int(epochs) * len(train_tokens[0]) * positions}
+    result = {"epochs": epochs, "best_val_loss": best, "seconds": round(time.perf_counter() - start, 1),
+              # tokens through the transformer in training: the compute the two priors are matched on
+              "tokens_processed": int(epochs) * len(train_tokens[0]) * positions}
+    return result if ddp is None else {**result, "ddp": ddp}
 
 
 def write_tokens(tokenizer, params: Params, paths: Paths, split: dict, seed: int) -> None:
@@ -125,7 +138,11 @@ def write_tokens(tokenizer, params: Params, paths: Paths, split: dict, seed: int
 
 def train(params: Params, paths: Paths) -> None:
     """Every training seed's two priors over the given tokenizer's tokens (tokenized here, once
-    per seed), on `vq.workers` processes of one thread each (in-process on a GPU)."""
+    per seed), on `vq.workers` processes of one thread each (in-process on a GPU). With
+    `trainer.devices` x `trainer.num_nodes` above 1, each prior is one Lightning DDP fit instead:
+    every rank (Lightning's launcher starts the others at the first fit, rerunning this command)
+    tokenizes in memory and runs the same fits in the same order on its own shard of each epoch,
+    and rank 0 alone writes."""
     from tqdm.auto import tqdm
 
     cfg = params.vq
@@ -134,27 +151,50 @@ def train(params: Params, paths: Paths) -> None:
     meta, split = _splits(paths, device)
     config = {**_configs(params, meta, tok_config), "tokenizer_sha256": weights_id(tokenizer)}
     start = time.perf_counter()
-    for s in cfg.seeds:
-        write_tokens(tokenizer, params, paths, split, s)
-    del tokenizer
-    raw, root = params.model_dump(by_alias=True), str(paths.root)
     # Every (longer) AR prior first, so no worker idles on one at the end.
-    jobs = {f"{part}/{s}": (raw, root, s, part) for part in ("ar", "resgen") for s in cfg.seeds}
-    # A killed run's finished priors (and their weights) are kept for the rerun (embedlab.jobstore).
-    store = method_store(NAME, params, paths, [paths.prepared, tokenizer_dir(paths)])
-    bar = tqdm(total=len(jobs), desc="train@vq priors", unit="prior", disable=not params.trainer.progress_bar)
-    try:
-        results = run_graph(fit_prior_job, jobs, {}, cfg.workers, device.type != "cpu", bar, store=store,
-                            files=lambda key, _: [seed_dir(paths, int(key.split("/")[1])) / f"{key.split('/')[0]}.safetensors"])
-    finally:
+    keys = [f"{part}/{s}" for part in ("ar", "resgen") for s in cfg.seeds]
+    bar = tqdm(total=len(keys), desc="train@vq priors", unit="prior",
+               disable=not params.trainer.progress_bar or not is_global_zero())
+    if world_size(params.trainer) > 1:
+        # No job-level resume here: every rank must run every fit, in one order.
+        tokens = {}
+        for s in cfg.seeds:
+            train_tokens, val_tokens = prior_data(tokenizer, params, split, s)
+            tokens[s] = {"train": list(train_tokens), "val": list(val_tokens), "codebooks": tokenizer.codebooks}
+            seed_dir(paths, s).mkdir(parents=True, exist_ok=True)
+        results = {}
+        for key in keys:
+            part, s = key.split("/")
+            results[key] = _fit_prior(params, paths, int(s), part, tokens[int(s)])
+            bar.update(1)
         bar.close()
+        if not is_global_zero():
+            return  # rank 0 writes
+        store = None
+    else:
+        for s in cfg.seeds:
+            write_tokens(tokenizer, params, paths, split, s)
+        raw, root = params.model_dump(by_alias=True), str(paths.root)
+        jobs = {key: (raw, root, int(key.split("/")[1]), key.split("/")[0]) for key in keys}
+        # A killed run's finished priors (and their weights) are kept for the rerun (embedlab.jobstore).
+        store = method_store(NAME, params, paths, [paths.prepared, tokenizer_dir(paths)])
+        try:
+            results = run_graph(fit_prior_job, jobs, {}, cfg.workers, device.type != "cpu", bar, store=store,
+                                files=lambda key, _: [seed_dir(paths, int(key.split("/")[1])) / f"{key.split('/')[0]}.safetensors"])
+        finally:
+            bar.close()
+        for s in cfg.seeds:
+            (seed_dir(paths, s) / "tokens.safetensors").unlink()
+    del tokenizer
     runs: dict = {str(s): {} for s in cfg.seeds}
     for key, result in results.items():
         part, s = key.split("/")
         runs[s][part] = result
     for s in cfg.seeds:
-        (seed_dir(paths, s) / "tokens.safetensors").unlink()
         write_json_atomic(seed_dir(paths, s) / "config.json", {**config, "training": runs[str(s)]})
-    write_json_atomic(paths.model_dir(NAME) / "train.json", {"seeds": list(cfg.seeds), "runs": runs,
-                                                            "wall_seconds": round(time.perf_counter() - start, 1)})
-    store.done()
+    summary = {"seeds": list(cfg.seeds), "runs": runs, "wall_seconds": round(time.perf_counter() - start, 1)}
+    if world_size(params.trainer) > 1:
+        summary["ddp"] = {"world_size": world_size(params.trainer)}
+    write_json_atomic(paths.model_dir(NAME) / "train.json", summary)
+    if store is not None:
+        store.done()

@@ -7,6 +7,7 @@ import torch
 
 from embedlab.batches import adamw_cosine
 from embedlab.methods.vq.params import VQPriorParams
+from embedlab.training import shard_by_rank
 
 
 class LitPrior(L.LightningModule):
@@ -23,7 +24,7 @@ class LitPrior(L.LightningModule):
     def training_step(self, batch, batch_idx):
         indices, labels = batch
         loss = self.prior.loss(indices, labels)
-        self.log("train_loss", loss, on_step=False, on_epoch=True)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -34,7 +35,10 @@ class LitPrior(L.LightningModule):
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(batch_idx)
             loss = torch.stack([self.prior.loss(indices, labels) for _ in range(self.val_draws)]).mean()
-        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(labels), sync_dist=True)
+
+    def setup(self, stage: str) -> None:
+        shard_by_rank(self)  # under DDP: this rank's shard of every epoch (`batches`, set by the fit)
 
     def configure_optimizers(self):
         return adamw_cosine(self.prior.parameters(), self.cfg.lr, 0.01, self.max_epochs)
