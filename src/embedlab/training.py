@@ -72,8 +72,8 @@ class Resume:
 # ---- several devices (Lightning's DDP) -----------------------------------------------------------
 
 # The models whose fits shard their batches by rank and write from rank 0 alone. The methods'
-# other job runners (GAN stacks, diffusion experts, federated runs) do not yet.
-MULTI_DEVICE = ("evaluator", "backbone", "vq")
+# other job runners (GAN stacks, federated runs) do not yet.
+MULTI_DEVICE = ("evaluator", "backbone", "vq", "diffusion")
 
 
 class ShardedBatches(TensorBatches):

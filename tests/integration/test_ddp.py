@@ -56,13 +56,15 @@ def test_the_evaluator_trains_as_ddp_on_two_cpu_processes_and_rank_zero_alone_wr
 
 
 
-def test_vq_trains_its_priors_as_ddp_on_two_cpu_processes_and_rank_zero_alone_writes(repo_copy):
-    """Each prior is one DDP fit: both ranks run the same fits in one order, each on its own shard
-    (the ShardedBatches the evaluator uses), and rank 0 writes the priors, which load."""
+def test_vq_and_diffusion_train_as_ddp_on_two_cpu_processes_and_rank_zero_alone_writes(repo_copy):
+    """Each vq prior and each diffusion expert is one DDP fit: both ranks run the same fits in one
+    order, each on its own shard (vq: the ShardedBatches the evaluator uses; diffusion: its slice
+    of every step's draws), and rank 0 writes what loads; diffusion's sweeps run on rank 0."""
     run(["embedlab", "prepare"], repo_copy)
-    run(["embedlab", "pretrain", "tokenizer"], repo_copy)  # given networks train on one device
+    for given in ("tokenizer", "ddpm"):  # the given networks train on one device
+        run(["embedlab", "pretrain", given], repo_copy)
     set_params(repo_copy, {"trainer": {"accelerator": "cpu", "devices": 2, "progress_bar": False},
-                           "vq": {"seeds": [0]}})
+                           "vq": {"seeds": [0]}, "diffusion": {"seeds": [0]}})
     out = run(["embedlab", "train", "vq"], repo_copy)
     said = out.stdout + out.stderr
     assert said.count("trained vq ->") == 1, said[-3000:]  # rank 1 ends quietly
@@ -89,3 +91,19 @@ def test_vq_trains_its_priors_as_ddp_on_two_cpu_processes_and_rank_zero_alone_wr
     tokenizer, _ = load_tokenizer(repo_copy / "models/tokenizer", "cpu")
     resgen, ar, _ = load_priors(model_dir / "seed0", tokenizer)
     assert resgen.training is False and ar.training is False
+
+    out = run(["embedlab", "train", "diffusion"], repo_copy)
+    said = out.stdout + out.stderr
+    assert said.count("trained diffusion ->") == 1, said[-3000:]
+    train = json.loads((repo_copy / "models/diffusion/train.json").read_text())
+    diffusion = yaml.safe_load((repo_copy / "params.yaml").read_text())["diffusion"]
+    assert train["ddp"] == {"world_size": 2, "batch_per_rank": diffusion["ppap"]["batch_size"]}
+    assert set(train["scales"]["0"]) >= {"naive", "ppap", "supervised"}  # rank 0's sweeps
+    seed = repo_copy / "models/diffusion/seed0"
+    assert {"experts.safetensors", "supervised.safetensors"} <= {p.name for p in seed.iterdir()}
+    assert not list(seed.glob("expert_*.safetensors")) and not (repo_copy / ".embedlab/resume/diffusion").exists()
+
+    from embedlab.io import load_tensors
+
+    experts = load_tensors(seed / "experts.safetensors")
+    assert len(experts) == diffusion["ppap"]["experts"] and all(experts)

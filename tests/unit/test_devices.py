@@ -56,9 +56,9 @@ def test_ranks_agree_on_the_order_they_split():
 
 def test_models_that_cannot_use_several_devices_say_so_before_any_work():
     params = parse_params({"trainer": {"accelerator": "cpu", "devices": 2}})
-    for name in ("evaluator", "backbone", "vq"):
+    for name in ("evaluator", "backbone", "vq", "diffusion"):
         check_devices(params.trainer, name)  # DDP
-    for name in ("gan", "federated", "diffusion", "ddpm", "tokenizer"):
+    for name in ("gan", "federated", "ddpm", "tokenizer"):
         with pytest.raises(ParamsError, match=rf"trainer\.devices: 2 .*{name} trains on one device.*Flower"):
             check_devices(params.trainer, name)
     nodes = parse_params({"trainer": {"accelerator": "cpu", "devices": 1, "num_nodes": 2}})
@@ -86,3 +86,22 @@ def test_rank_zero_is_read_from_the_launchers_environment(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.setenv("NODE_RANK", "1")
     assert not is_global_zero()
+
+
+def test_diffusion_steps_give_each_rank_its_slice_of_every_step_and_equal_the_plain_stream_alone():
+    from embedlab.methods.diffusion.method import ShardedSteps
+    from embedlab.methods.diffusion.models import _Steps
+
+    ids = torch.arange(50)
+    alone = [b for (b,) in ShardedSteps(ids, batch_size=4, steps=6, seed=2)]
+    assert all(torch.equal(a, b) for a, (b,) in zip(alone, _Steps(ids, batch_size=4, steps=6, seed=2)))
+    ranks = []
+    for rank in range(3):
+        steps = ShardedSteps(ids, batch_size=4, steps=6, seed=2)
+        steps.rank, steps.world = rank, 3
+        ranks.append([b for (b,) in steps])
+    gen = torch.Generator().manual_seed(2)
+    for step in range(6):  # every step: one draw of 3 x 4 rows, rank r its r-th slice, the same step count
+        drawn = torch.randint(50, (12,), generator=gen)
+        assert torch.equal(torch.cat([r[step] for r in ranks]), drawn)
+    assert all(len(r) == 6 for r in ranks)

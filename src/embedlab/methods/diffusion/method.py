@@ -43,7 +43,7 @@ from embedlab.methods.diffusion.schedule import ddim_sample
 from embedlab.methods.diffusion.scoring import evaluate, export, load_bundle
 from embedlab.params import Params, ParamsError, parse_params
 from embedlab.paths import Paths
-from embedlab.training import resolve_device
+from embedlab.training import is_global_zero, resolve_device, world_size
 
 # The method interface (methods/base.py): this module trains; scoring.py evaluates and exports.
 name = NAME
@@ -51,6 +51,31 @@ primary_metric = PRIMARY_METRIC
 needs_evaluator = True
 __all__ = ["name", "primary_metric", "needs_evaluator", "train", "evaluate", "export", "load_bundle"]
 SELECTION_SEED = 100  # the sweep's sampling seed: never one of the reported seeds
+
+
+class ShardedSteps(_Steps):
+    """_Steps under Lightning's DDP: every step draws world x batch_size rows from the one seeded
+    stream and rank r trains on its slice, so the ranks' batches are disjoint draws and each rank
+    runs the same number of steps. With one rank (the process group not started) it is _Steps,
+    draw for draw. `rank` and `world` come from the process group unless set."""
+
+    rank: int | None = None
+    world: int | None = None
+
+    def __iter__(self):
+        dist = torch.distributed
+        started = dist.is_available() and dist.is_initialized()
+        rank = self.rank if self.rank is not None else dist.get_rank() if started else 0
+        world = self.world if self.world is not None else dist.get_world_size() if started else 1
+        if world == 1:
+            yield from super().__iter__()
+            return
+        b = self.batch_size
+        gen = torch.Generator().manual_seed(self.seed)
+        n = len(self.tensors[0])
+        for _ in range(self.steps):
+            idx = torch.randint(n, (world * b,), generator=gen)[rank * b : (rank + 1) * b]
+            yield tuple(t[idx] for t in self.tensors)
 
 
 def _data(paths: Paths, split: str):
@@ -70,7 +95,8 @@ def train_cfg_ddpm(params: Params, paths: Paths, seed: int) -> dict:
     ema = fit_ddpm(params, p.ddpm, x, y, 1000 * seed + 1, f"ddpm_cond_seed{seed}", classes, p.label_dropout)
     out = seed_dir(paths, seed)
     out.mkdir(parents=True, exist_ok=True)
-    save_tensors(ema, out / "ddpm_cond.safetensors")
+    if is_global_zero():
+        save_tensors(ema, out / "ddpm_cond.safetensors")
     return {f"seed{seed}/ddpm_cond": round(time.perf_counter() - start, 1)}
 
 
@@ -106,8 +132,9 @@ def train_experts(params: Params, paths: Paths, seed: int, which: list[int]) -> 
         module = expert_module(expert, schedule_of(p.ddpm), expert_range(i, p.ddpm.timesteps, p.ppap.experts),
                                p.ppap.lr, p.ppap.tau)
         fit(module, params, f"expert_{i}_seed{seed}", p.ppap.steps, stream,
-            _Steps(kd[0], targets, batch_size=p.ppap.batch_size, steps=p.ppap.steps, seed=stream))
-        save_tensors(expert.state_dict(), out / f"expert_{i}.safetensors")
+            ShardedSteps(kd[0], targets, batch_size=p.ppap.batch_size, steps=p.ppap.steps, seed=stream))
+        if is_global_zero():
+            save_tensors(expert.state_dict(), out / f"expert_{i}.safetensors")
         seconds[f"seed{seed}/expert_{i}"] = round(time.perf_counter() - t0, 1)
     return seconds
 
@@ -132,8 +159,9 @@ def train_supervised(params: Params, paths: Paths, seed: int, which: list[int]) 
         module = supervised_module(net, schedule_of(p.ddpm), p.supervised_lr,
                                    expert_range(i, p.ddpm.timesteps, p.ppap.experts))
         fit(module, params, f"supervised_{i}_seed{seed}", p.ppap.steps, stream,
-            _Steps(x, y, batch_size=p.ppap.batch_size, steps=p.ppap.steps, seed=stream))
-        save_tensors(net.state_dict(), out / f"supervised_{i}.safetensors")
+            ShardedSteps(x, y, batch_size=p.ppap.batch_size, steps=p.ppap.steps, seed=stream))
+        if is_global_zero():
+            save_tensors(net.state_dict(), out / f"supervised_{i}.safetensors")
         seconds[f"seed{seed}/supervised_{i}"] = round(time.perf_counter() - t0, 1)
     return seconds
 
@@ -236,7 +264,8 @@ def train(params: Params, paths: Paths) -> None:
     raw, root = params.model_dump(by_alias=True), str(paths.root)
     jobs, after = plan(p)
     in_process = resolve_device(params.trainer).type != "cpu"
-    bar = tqdm(total=len(jobs), desc="train@diffusion parts", unit="part", disable=not params.trainer.progress_bar)
+    bar = tqdm(total=len(jobs), desc="train@diffusion parts", unit="part",
+               disable=not params.trainer.progress_bar or not is_global_zero())
     parts_of = {s: [k for k in jobs if k.split("/")[0] in ("experts", "supervised") and k.split("/")[1] == str(s)]
                 for s in p.seeds}
     done: set = set()
@@ -262,13 +291,19 @@ def train(params: Params, paths: Paths) -> None:
         return [model_dir / "sweep" / f"{arm}_{scale:g}.npy" for arm in arg
                 for scale in (p.cfg_scales if arm == "cfg" else p.scales)]
 
-    # A killed run's finished parts (and their files) are kept for the rerun (embedlab.jobstore).
-    store = method_store(NAME, params, paths, [paths.prepared, paths.model_dir("backbone"), paths.model_dir("ddpm")])
-    try:
-        results = run_graph(_run_part, {k: (n, raw, root, s, a) for k, (n, s, a) in jobs.items()}, after,
-                            min(2, p.workers), in_process, bar, on_done=join_experts, store=store, files=written)
-    finally:
-        bar.close()
+    store = None
+    if world_size(params.trainer) > 1:
+        results = _train_ddp(jobs, raw, root, bar, join_experts)
+        if results is None:
+            return  # a rank the launcher started: rank 0 writes
+    else:
+        # A killed run's finished parts (and their files) are kept for the rerun (embedlab.jobstore).
+        store = method_store(NAME, params, paths, [paths.prepared, paths.model_dir("backbone"), paths.model_dir("ddpm")])
+        try:
+            results = run_graph(_run_part, {k: (n, raw, root, s, a) for k, (n, s, a) in jobs.items()}, after,
+                                min(2, p.workers), in_process, bar, on_done=join_experts, store=store, files=written)
+        finally:
+            bar.close()
     out: dict = {"seconds": {}, "scales": {}, "unguided_backbone_fd_val": {}}
     for key, result in sorted(results.items()):  # job keys, not completion order: the same file on every run
         part, seed = key.split("/")[:2]
@@ -279,9 +314,37 @@ def train(params: Params, paths: Paths) -> None:
             out["seconds"].update(result)
     out["seconds"]["train"] = round(time.perf_counter() - start, 1)
     out["config"] = p.model_dump()
+    if world_size(params.trainer) > 1:
+        out["ddp"] = {"world_size": world_size(params.trainer), "batch_per_rank": p.ppap.batch_size}
     write_json_atomic(model_dir / "train.json", out)
     log_live(paths.dvclive(NAME), out, str(p.seeds[0]))
-    store.done()
+    if store is not None:
+        store.done()
+
+
+def _train_ddp(jobs: dict, raw: dict, root: str, bar, join_experts) -> dict | None:
+    """train@diffusion under Lightning's DDP (trainer.devices x num_nodes > 1): every fit (the
+    experts, the supervised experts, a cfg DDPM) on every rank, in one order, each rank on its
+    slice of every step's draws (ShardedSteps; the cfg DDPM's stream, given.py's, is not sliced:
+    every rank the same batch, so that fit gains nothing from more devices); then rank 0 alone
+    joins the experts and runs the sweeps, which sample and never train. Job-level resume is
+    off under DDP (every rank must run every fit). Returns None on the other ranks."""
+    results = {}
+    for key, (part, seed, arg) in jobs.items():
+        if part != "sweep":
+            results[key] = _run_part(part, raw, root, seed, arg)
+            bar.update(1)
+    if not is_global_zero():
+        bar.close()
+        return None
+    for key in list(results):
+        join_experts(key, results[key])
+    for key, (part, seed, arg) in jobs.items():
+        if part == "sweep":
+            results[key] = _run_part(part, raw, root, seed, arg)
+            bar.update(1)
+    bar.close()
+    return results
 
 
 def log_live(live_dir: Path, results: dict, seed: str) -> None:
