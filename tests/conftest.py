@@ -82,8 +82,19 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_report_header(config):
     """The host at the top of every run (CPU, its caches, ISA, library builds, the numerics pins):
-    a tolerance that holds on one machine and not on CI's can then be traced to the machine."""
+    a tolerance that holds on one machine and not on CI's can then be traced to the machine. The
+    same two lines close the run (`pytest_terminal_summary`), where a log's tail shows them."""
     from embedlab.host import _cpuinfo, compare_fingerprint, host
 
     facts = {**host(), "cache": _cpuinfo().get("cache size", "")}
-    return ["host: " + "; ".join(f"{k}={v}" for k, v in facts.items() if k != "pins"), compare_fingerprint()]
+    config._embedlab_host = ["host: " + "; ".join(f"{k}={v}" for k, v in facts.items() if k != "pins"),
+                             compare_fingerprint()]
+    return config._embedlab_host
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    lines = getattr(config, "_embedlab_host", None)
+    if lines:
+        terminalreporter.section("host")
+        for line in lines:
+            terminalreporter.write_line(line)
