@@ -71,9 +71,9 @@ class Resume:
 
 # ---- several devices (Lightning's DDP) -----------------------------------------------------------
 
-# The models whose fits shard their batches by rank and write from rank 0 alone. The methods'
-# other job runners (GAN stacks, federated runs) do not yet.
-MULTI_DEVICE = ("evaluator", "backbone", "vq", "diffusion")
+# The models whose fits shard their batches by rank and write from rank 0 alone. The federated
+# runs do not (Flower is their way across machines).
+MULTI_DEVICE = ("evaluator", "backbone", "vq", "diffusion", "gan")
 
 
 class ShardedBatches(TensorBatches):
@@ -179,6 +179,7 @@ def make_trainer(
     patience: int | None = None,
     extra_callbacks: list | None = None,
     resume: Resume | None = None,
+    ddp_options: dict | None = None,
 ):
     """A Lightning Trainer configured from params; returns (trainer, device): the device the data
     should live on (under DDP the CPU: Lightning moves each rank's batches to its own device).
@@ -215,7 +216,7 @@ def make_trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=trainer.devices,
         num_nodes=trainer.num_nodes,
-        strategy="ddp" if ddp else "auto",  # on CPU over gloo, on GPUs over NCCL
+        strategy=_ddp_strategy(ddp_options) if ddp else "auto",  # on CPU over gloo, on GPUs over NCCL
         precision=resolve_precision(trainer, device),
         max_epochs=max_epochs,
         max_steps=max_steps,
@@ -229,6 +230,16 @@ def make_trainer(
         default_root_dir=str(checkpoint_dir or live_dir or "."),
     )
     return pl_trainer, torch.device("cpu") if ddp else device
+
+
+def _ddp_strategy(options: dict | None):
+    """"ddp", or Lightning's DDPStrategy with `options` passed to torch's DistributedDataParallel
+    (e.g. find_unused_parameters, broadcast_buffers: the GAN stacks)."""
+    if not options:
+        return "ddp"
+    from lightning.pytorch.strategies import DDPStrategy
+
+    return DDPStrategy(**options)
 
 
 def load_best_weights(module: torch.nn.Module, trainer) -> bool:

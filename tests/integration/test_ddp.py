@@ -50,19 +50,25 @@ def test_the_evaluator_trains_as_ddp_on_two_cpu_processes_and_rank_zero_alone_wr
     steps = [r.split("\t")[0] for r in rows]
     assert rows and len(steps) == len(set(steps)), rows
 
-    refused = run(["embedlab", "train", "gan"], repo_copy, check=False)
+    refused = run(["embedlab", "train", "federated"], repo_copy, check=False)
     assert refused.returncode == 2
-    assert "trainer.devices: 2" in refused.stderr and "gan trains on one device" in refused.stderr
+    assert "trainer.devices: 2" in refused.stderr and "federated trains on one device" in refused.stderr
 
 
 
-def test_vq_and_diffusion_train_as_ddp_on_two_cpu_processes_and_rank_zero_alone_writes(repo_copy):
-    """Each vq prior and each diffusion expert is one DDP fit: both ranks run the same fits in one
-    order, each on its own shard (vq: the ShardedBatches the evaluator uses; diffusion: its slice
-    of every step's draws), and rank 0 writes what loads; diffusion's sweeps run on rank 0."""
+def test_the_methods_train_as_ddp_on_two_cpu_processes_and_rank_zero_alone_writes(repo_copy):
+    """Each vq prior, each diffusion expert and each GAN stack is one DDP fit: both ranks run the
+    same fits in one order, each on its own shard (vq: the ShardedBatches the evaluator uses;
+    diffusion: its slice of every step's draws; GAN: rank 1's own streams), and rank 0 writes what
+    loads; diffusion's sweeps run on rank 0. The GAN checks after every fit that the replicas agree."""
     run(["embedlab", "prepare"], repo_copy)
     for given in ("tokenizer", "ddpm"):  # the given networks train on one device
         run(["embedlab", "pretrain", given], repo_copy)
+    # The GAN at its smallest: one toy seed, one tuning value per arm (fewer stacks, each a fit).
+    set_params(repo_copy, {"gan": {"toy": {"seeds": [0]}, "tuning": {arm: {"values": [1.0]} for arm in (
+        "dcgan", "maf", "maf+disomap", "maf+disomap+dlle", "mee")}}})
+    run(["embedlab", "train", "gan"], repo_copy)  # one device first: what DDP's rank 1 must change
+    one_device = {p.name: p.read_bytes() for p in (repo_copy / "models/gan/generators").iterdir()}
     set_params(repo_copy, {"trainer": {"accelerator": "cpu", "devices": 2, "progress_bar": False},
                            "vq": {"seeds": [0]}, "diffusion": {"seeds": [0]}})
     out = run(["embedlab", "train", "vq"], repo_copy)
@@ -107,3 +113,14 @@ def test_vq_and_diffusion_train_as_ddp_on_two_cpu_processes_and_rank_zero_alone_
 
     experts = load_tensors(seed / "experts.safetensors")
     assert len(experts) == diffusion["ppap"]["experts"] and all(experts)
+
+    out = run(["embedlab", "train", "gan"], repo_copy)
+    said = out.stdout + out.stderr
+    assert said.count("trained gan ->") == 1, said[-3000:]
+    config = json.loads((repo_copy / "models/gan/config.json").read_text())
+    assert config["ddp"] == {"world_size": 2} and config["workers"] == 1
+    ddp = {p.name: p.read_bytes() for p in (repo_copy / "models/gan/generators").iterdir()}
+    assert set(ddp) == set(one_device) == {j["weights"].split("/")[-1] for j in config["jobs"]}
+    # rank 1 drew its own batches: every generator moved off its one-device twin
+    assert all(ddp[name] != one_device[name] for name in ddp)
+    assert not (repo_copy / ".embedlab/resume/gan").exists()

@@ -56,14 +56,14 @@ def test_ranks_agree_on_the_order_they_split():
 
 def test_models_that_cannot_use_several_devices_say_so_before_any_work():
     params = parse_params({"trainer": {"accelerator": "cpu", "devices": 2}})
-    for name in ("evaluator", "backbone", "vq", "diffusion"):
+    for name in ("evaluator", "backbone", "vq", "diffusion", "gan"):
         check_devices(params.trainer, name)  # DDP
-    for name in ("gan", "federated", "ddpm", "tokenizer"):
+    for name in ("federated", "ddpm", "tokenizer"):
         with pytest.raises(ParamsError, match=rf"trainer\.devices: 2 .*{name} trains on one device.*Flower"):
             check_devices(params.trainer, name)
     nodes = parse_params({"trainer": {"accelerator": "cpu", "devices": 1, "num_nodes": 2}})
     with pytest.raises(ParamsError, match="trainer.num_nodes: 2"):
-        check_devices(nodes.trainer, "gan")
+        check_devices(nodes.trainer, "federated")
 
 
 def test_more_devices_than_there_are_is_refused_naming_the_key():

@@ -56,7 +56,7 @@ from embedlab.methods.gan.parts import (
 from embedlab.methods.gan.scoring import evaluate, export, load_bundle
 from embedlab.params import Params, parse_params
 from embedlab.paths import Paths
-from embedlab.training import resolve_device
+from embedlab.training import is_global_zero, resolve_device, world_size
 
 CURVE_EVERY = 10  # loss curves are kept every 10th step
 
@@ -195,18 +195,25 @@ def train(params: Params, paths: Paths) -> None:
     device = resolve_device(params.trainer)
     out = paths.model_dir(NAME)
     out.mkdir(parents=True, exist_ok=True)
+    # Under DDP (trainer.devices x num_nodes > 1) every stack is one DDP fit, on every rank in one
+    # order (Lightning's launcher starts the other ranks at the first fit, rerunning this command),
+    # the data on the CPU (each rank's module moves its own draws to its device); every rank
+    # scores the tuning runs alike (their weights agree), and rank 0 alone writes. No job-level
+    # resume under DDP: every rank must run every fit.
+    ddp = world_size(params.trainer) > 1
     # CPU: `gan.workers` spawned processes of one thread each; a GPU (or one worker): in-process.
-    pool = Pool(g.workers, in_process=device.type != "cpu")
-    job_args = (params.model_dump(by_alias=True), images.numpy(), labels.numpy(), str(device), pool.executor is None)
+    pool = Pool(1 if ddp else g.workers, in_process=ddp or device.type != "cpu")
+    data_device = "cpu" if ddp else str(device)
+    job_args = (params.model_dump(by_alias=True), images.numpy(), labels.numpy(), data_device, pool.executor is None)
     start = time.perf_counter()
     # A killed run's finished stacks are kept for the rerun (embedlab.jobstore).
-    store = method_store(NAME, params, paths, [paths.prepared, paths.model_dir("backbone")])
+    store = None if ddp else method_store(NAME, params, paths, [paths.prepared, paths.model_dir("backbone")])
     histories, results, backbone_reads = {}, {}, {}
     published = published_run(params)
     selection = selection_jobs(params)
     stacks = stacks_of(selection, device.type)
     bar = tqdm(total=len(selection) + len(planned_jobs(params)), desc="train@gan jobs", unit="run",
-               disable=not params.trainer.progress_bar)
+               disable=not params.trainer.progress_bar or not is_global_zero())
     try:
         scores: dict = defaultdict(dict)
         for job, (state, hist) in _results(pool, stacks, job_args, bar, store):
@@ -217,9 +224,10 @@ def train(params: Params, paths: Paths) -> None:
         stacks += planned
         for job, (state, hist) in _results(pool, planned, job_args, bar, store):
             gen = restore_generator(params, job.bench, size, state, channels)
-            path = out / job.weights
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_weights(gen, path)
+            if is_global_zero():
+                path = out / job.weights
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_weights(gen, path)
             histories[job.key] = hist
             results[job.key] = asdict(job)
             if (job.bench, job.arm) == published:
@@ -227,6 +235,8 @@ def train(params: Params, paths: Paths) -> None:
         bar.close()
     finally:
         pool.close()
+    if not is_global_zero():
+        return  # a rank the launcher started: rank 0 writes
     by = {"stacked_weak": ("backbone confident mode count (also for stacked_full, digits)", g.image.selection_seed),
           "ring": ("mixture mode count", g.toy.selection_seed), "grid": ("mixture mode count", g.toy.selection_seed)}
     by = {b: v for b, v in by.items() if b in tuned_benches(params)}
@@ -250,6 +260,7 @@ def train(params: Params, paths: Paths) -> None:
                            "per_seed": {str(s): r for s, r in sorted(backbone_reads.items())}},
         "device": str(device),
         "workers": g.workers if pool.executor is not None else 1,
+        **({"ddp": {"world_size": world_size(params.trainer)}} if ddp else {}),
         # How the runs were stacked (module.py): a speed choice; a run's numbers do not depend on it.
         "stacks": [{"bench": group[0].bench, "selection": group[0].selection, "runs": len(group),
                     "arms": sorted({j.arm for j in group})} for group in stacks],
@@ -258,7 +269,8 @@ def train(params: Params, paths: Paths) -> None:
     write_json_atomic(out / "history.json", {"curve_every": CURVE_EVERY, "runs": histories})
     log_live(paths.dvclive(NAME), histories, config["tuning"])
     write_json_atomic(out / "config.json", config)
-    store.done()
+    if store is not None:
+        store.done()
 
 
 def _results(pool: Pool, stacks: list[list[Job]], job_args: tuple, bar, store=None):

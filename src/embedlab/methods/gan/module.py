@@ -82,6 +82,15 @@ class GanStack(L.LightningModule):
         self.register_buffer("buffer_fake", torch.zeros(len(self.entropy_runs), 0, dim))
         self.curves: list[Tensor] = []
 
+    def setup(self, stage: str) -> None:
+        """Under DDP every rank draws its own batches: rank 0 keeps each run's streams (so one
+        device and rank 0 draw alike), rank r > 0 reseeds them from (run seed, r)."""
+        rank = self.global_rank if self.trainer.world_size > 1 else 0
+        if rank > 0:
+            for k, run in enumerate(self.runs):
+                self.rngs[k] = torch.Generator().manual_seed(2_000_003 * rank + run.seed)
+                self.data_rngs[k] = torch.Generator().manual_seed(1_000_003 * rank + run.seed)
+
     def configure_optimizers(self):
         betas = tuple(self.cfg.betas)
         return [StackedAdam(self.disc.parameters(), self.lrs, betas), StackedAdam(self.gen.parameters(), self.lrs, betas)]
@@ -189,11 +198,16 @@ class GanStack(L.LightningModule):
         self.manual_backward(total.sum())
         opt_d.step()
 
+        ddp = self.trainer.world_size > 1
+        if ddp:  # D's weights out of G's backward: under DDP a weight may be reduced once per step
+            self.toggle_optimizer(opt_g)
         fake_out = self._embed(fake_graph, ("fake",))[:, 0]
         g_loss = self._adversarial(fake_out, True) + self._entropy(fake_out, "fake", sigma)
         opt_g.zero_grad()
         self.manual_backward(g_loss.sum())
         opt_g.step()
+        if ddp:
+            self.untoggle_optimizer(opt_g)
         self.curves.append(torch.stack([d_loss.detach(), g_loss.detach()], -1))  # (K, 2); one host sync, at the end
 
     def history(self) -> Tensor:
@@ -212,12 +226,31 @@ def train_runs(runs: list[Run], make_gen: Callable[[], nn.Module], make_disc: Ca
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     start = time.perf_counter()
     module = GanStack(runs, make_gen, make_disc, real_batches)
-    trainer, _ = make_trainer(trainer_params, name="gan", max_epochs=1, seed=runs[0].seed, monitor=None)
+    # Under DDP (trainer.devices > 1): G's parameters sit out D's backward, and each rank keeps its
+    # own replay buffers and BatchNorm statistics (not broadcast from rank 0).
+    trainer, _ = make_trainer(trainer_params, name="gan", max_epochs=1, seed=runs[0].seed, monitor=None,
+                              ddp_options={"find_unused_parameters": True, "broadcast_buffers": False})
     # One batch per step: the step index. Real data is drawn inside the step, per run.
     trainer.fit(module, train_dataloaders=range(runs[0].cfg.steps))
+    if trainer.world_size > 1:
+        check_replicas_agree(module)
     curves = module.history()
     module.gen.eval()
     seconds = (time.perf_counter() - start) / len(runs)
     return [({n: t.cpu() for n, t in module.gen.plain_state(k).items()},
              {"d_loss": curves[k, :, 0].tolist(), "g_loss": curves[k, :, 1].tolist(), "seconds": seconds})
             for k in range(len(runs))]
+
+
+def check_replicas_agree(module: nn.Module) -> None:
+    """After a DDP fit: every rank holds the same weights (each drew its own batches, and the
+    reduced gradients and the stacked optimiser kept the replicas together), or the stage stops."""
+    import torch.distributed as dist
+
+    total = torch.stack([p.detach().double().sum() for p in module.parameters()]).sum().reshape(1)
+    low, high = total.clone(), total.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if not torch.equal(low, high):
+        raise RuntimeError(f"GAN stack under DDP: the ranks' weights differ after the fit (sums {low.item()} .. "
+                           f"{high.item()}); run with trainer.devices: 1 and report this")
