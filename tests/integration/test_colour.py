@@ -1,10 +1,9 @@
 """Your own colour images, whole (issue 31): `dvc repro` of the entire DAG on tiny params with a
-generated 8x8 RGB folder (another size than the digits' 16, and the smallest every network takes:
-164 s alone here, 32x32 took ~200) whose three classes differ only in hue, at one luma. Channels
-survive into every model and every model's samples; the federated clients' domains are chosen
-for a colour source; the evaluator separates the classes in colour, which the same data in grey
-(data.channels: 1) cannot. The methods' colour paths per size are unit tests (test_sizes.py,
-test_gan_method.py, test_federated_engine.py, test_diffusion_given.py, test_vq_given.py)."""
+generated 32x32 RGB folder whose three classes differ only in hue, at one luma. Channels survive
+into every model and every model's samples; the federated clients' domains are chosen for a
+colour source; the evaluator separates the classes in colour, which the same data in grey
+(data.channels: 1) cannot. The methods' colour paths per size are unit tests
+(test_gan_method.py, test_federated_engine.py, test_diffusion_given.py, test_vq_given.py)."""
 
 from __future__ import annotations
 
@@ -34,12 +33,12 @@ def write_folder(root, per_class: int = 50, size: int = 32) -> None:
 def test_the_whole_pipeline_runs_in_colour_and_the_evaluator_needs_it(repo_copy):
     # 120 per class: six feature-shift domains each take 10 + 5 (+1 test) per class; label skew
     # over 6 clients (20 clients of >= 5 cannot be drawn from 3 classes at alpha 0.05).
-    write_folder(repo_copy / "data/raw/hues", per_class=120, size=8)
-    set_params(repo_copy, {"data": {"source": "folder:data/raw/hues", "image_size": 8},
+    write_folder(repo_copy / "data/raw/hues", per_class=120)
+    set_params(repo_copy, {"data": {"source": "folder:data/raw/hues", "image_size": 32},
                            "evaluator": {"max_epochs": 15, "patience": 15},
                            "partition": {"label_skew": {"num_clients": 6}}})
     run(["dvc", "repro"], repo_copy)
-    assert np.load(repo_copy / "data/prepared/images.npy", mmap_mode="r").shape[1:] == (3, 8, 8)
+    assert np.load(repo_copy / "data/prepared/images.npy", mmap_mode="r").shape[1:] == (3, 32, 32)
     summary = json.loads((repo_copy / "reports/partition/summary.json").read_text())
     assert summary["feature_shift"]["domains_chosen"].startswith("auto: a colour source")
     assert "hue_rotated" in summary["feature_shift"]["domains"]
