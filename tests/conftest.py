@@ -56,14 +56,13 @@ def write_npz(path, **arrays) -> str:
 
 # The order test files are handed to xdist workers (`make test` runs `--dist loadfile
 # --no-loadscope-reorder`; a worker takes the next file when it has two tests or fewer left):
-# the module that builds the shared tiny pipeline first (one worker, ~205 s), and on the other
-# worker the Prefect server's module and the colour pipeline (~285 s between them), so the
-# modules that clone the tiny pipeline, next in line (the longest first), find it built; then the
-# other integration and unit files, and last the unit files from test_v* on, which fill the gaps
-# at the end. The order only balances the two workers; the file lock in
-# tests/integration/conftest.py keeps any order correct.
-FIRST = ("tests/integration/test_pipeline.py", "tests/integration/test_prefect.py", "tests/integration/test_colour.py")
-CLONERS = ("tests/integration/test_pipeline_rerun.py", "tests/integration/test_pipeline_team.py",
+# the module that builds the shared tiny pipeline first, the Prefect server's next, then the
+# fast unit files, then the modules that clone the pipeline (built by the time a worker gets
+# there), and last the unit files from test_v* on, which fill the gaps at the end. The order
+# only balances the two workers; the file lock in tests/integration/conftest.py keeps any order
+# correct.
+FIRST = ("tests/integration/test_pipeline.py", "tests/integration/test_prefect.py")
+CLONERS = ("tests/integration/test_pipeline_team.py", "tests/integration/test_pipeline_rerun.py",
            "tests/integration/test_add_a_method.py")
 FILLERS_FROM = "tests/unit/test_v"
 
@@ -74,8 +73,8 @@ def pytest_collection_modifyitems(config, items):
         if path in FIRST:
             return FIRST.index(path)
         if path in CLONERS:
-            return len(FIRST) + CLONERS.index(path)
-        return 10 if path < FILLERS_FROM else 11
+            return 3 + CLONERS.index(path)
+        return 2 if path < FILLERS_FROM else 6
 
     items.sort(key=rank)  # stable: the order within a file is kept
 
