@@ -83,9 +83,9 @@ def pytest_report_header(config):
     """The host at the top of every run (CPU, its caches, ISA, library builds, the numerics pins):
     a tolerance that holds on one machine and not on CI's can then be traced to the machine. The
     same two lines close the run (`pytest_terminal_summary`), where a log's tail shows them."""
-    from embedlab.host import _cpuinfo, compare_fingerprint, host
+    from embedlab.host import compare_fingerprint, host_and_cache
 
-    facts = {**host(), "cache": _cpuinfo().get("cache size", "")}
+    facts = host_and_cache()
     config._embedlab_host = ["host: " + "; ".join(f"{k}={v}" for k, v in facts.items() if k != "pins"),
                              compare_fingerprint()]
     return config._embedlab_host

@@ -57,6 +57,12 @@ def host() -> dict:
     }
 
 
+def host_and_cache() -> dict:
+    """`host()` and the CPU's cache size (oneDNN sizes its blocks by it): what pytest prints and
+    benchmarks/results/kernels.json records."""
+    return {**host(), "cache": _cpuinfo().get("cache size", "")}
+
+
 def kernel_fingerprint() -> dict[str, str]:
     """A short hash of what each kind of CPU kernel the methods use computes, on fixed inputs.
 
@@ -131,5 +137,5 @@ if __name__ == "__main__":  # python -m embedlab.host > benchmarks/results/kerne
     import json
 
     print(json.dumps({"command": "python -m embedlab.host > benchmarks/results/kernels.json",
-                      "host": {**host(), "cache": _cpuinfo().get("cache size", "")},
+                      "host": host_and_cache(),
                       "kernels": kernel_fingerprint()}, indent=2))

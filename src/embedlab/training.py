@@ -103,6 +103,11 @@ class ShardedBatches(TensorBatches):
         total = -(-n // self.world) * self.world
         return torch.cat([order, order[: total - n]])[self.rank :: self.world]
 
+    def share(self) -> dict:
+        """How DDP spreads an epoch: the world size and each rank's batches and rows."""
+        return {"world_size": self.world, "batches_per_rank": len(self),
+                "samples_per_rank": -(-len(self.tensors[0]) // self.world)}
+
     def __iter__(self):
         if self.world == 1:
             yield from super().__iter__()

@@ -88,7 +88,7 @@ def test_the_methods_train_as_ddp_on_two_cpu_processes_and_rank_zero_alone_write
     sequences = len(read_prepared(repo_copy / "data/prepared").split("train")[1]) * (1 + prior["augment_copies"])
     for fit in summary["runs"]["0"].values():  # each rank half of every epoch's token sequences
         assert fit["epochs"] >= 1 and fit["best_val_loss"] is not None
-        assert fit["ddp"] == {"world_size": 2, "sequences_per_rank": math.ceil(sequences / 2),
+        assert fit["ddp"] == {"world_size": 2, "samples_per_rank": math.ceil(sequences / 2),
                               "batches_per_rank": math.ceil(math.ceil(sequences / 2) / prior["batch_size"])}
 
     from embedlab.methods.vq.given import load_tokenizer

@@ -120,7 +120,6 @@ def fit_classifier(name: str, kwargs: dict, params: Params, paths: Paths) -> Non
     extra = {"epochs_run": trainer.current_epoch,
              "best_val_acc": round(float(trainer.checkpoint_callback.best_model_score or 0), 4)}
     if trainer.world_size > 1:  # how the fit was spread: each rank's share of an epoch
-        extra["ddp"] = {"world_size": trainer.world_size, "batches_per_rank": len(lit.batches),
-                        "samples_per_rank": -(-len(tensors["train"][0]) // trainer.world_size)}
+        extra["ddp"] = lit.batches.share()
     save_classifier(lit.net, name, kwargs, paths.model_dir(name), extra=extra)
     resume.done()

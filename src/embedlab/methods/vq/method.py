@@ -66,10 +66,7 @@ def _fit(lit, params: Params, paths: Paths, seed: int, part: str, cfg, monitor: 
     if trainer.is_global_zero:  # the best checkpoint is rank 0's file
         load_best_weights(lit, trainer)
     best = trainer.checkpoint_callback.best_model_score
-    ddp = None
-    if trainer.world_size > 1:  # each rank's share of an epoch
-        ddp = {"world_size": trainer.world_size, "batches_per_rank": len(lit.batches),
-               "sequences_per_rank": -(-len(train[0]) // trainer.world_size)}
+    ddp = lit.batches.share() if trainer.world_size > 1 else None  # each rank's share of an epoch
     return trainer.current_epoch, None if best is None else round(float(best), 4), ddp
 
 
@@ -128,12 +125,17 @@ def _fit_prior(params: Params, paths: Paths, seed: int, part: str, tokens: dict)
     return result if ddp is None else {**result, "ddp": ddp}
 
 
-def write_tokens(tokenizer, params: Params, paths: Paths, split: dict, seed: int) -> None:
-    """A training seed's token sequences (its shifted copies differ by seed), for both priors."""
+def seed_tokens(tokenizer, params: Params, split: dict, seed: int) -> dict:
+    """A training seed's token sequences (its shifted copies differ by seed), for both priors, and
+    the codebooks: what `_fit_prior` reads."""
     train_tokens, val_tokens = prior_data(tokenizer, params, split, seed)
+    return {"train": list(train_tokens), "val": list(val_tokens), "codebooks": tokenizer.codebooks}
+
+
+def write_tokens(tokenizer, params: Params, paths: Paths, split: dict, seed: int) -> None:
+    """`seed_tokens` into the seed's folder, for the workers."""
     seed_dir(paths, seed).mkdir(parents=True, exist_ok=True)
-    save_tensors({"train": list(train_tokens), "val": list(val_tokens), "codebooks": tokenizer.codebooks},
-                 seed_dir(paths, seed) / "tokens.safetensors")
+    save_tensors(seed_tokens(tokenizer, params, split, seed), seed_dir(paths, seed) / "tokens.safetensors")
 
 
 def train(params: Params, paths: Paths) -> None:
@@ -155,12 +157,11 @@ def train(params: Params, paths: Paths) -> None:
     keys = [f"{part}/{s}" for part in ("ar", "resgen") for s in cfg.seeds]
     bar = tqdm(total=len(keys), desc="train@vq priors", unit="prior",
                disable=not params.trainer.progress_bar or not is_global_zero())
-    if world_size(params.trainer) > 1:
+    ddp = world_size(params.trainer) > 1
+    if ddp:
         # No job-level resume here: every rank must run every fit, in one order.
-        tokens = {}
+        tokens = {s: seed_tokens(tokenizer, params, split, s) for s in cfg.seeds}
         for s in cfg.seeds:
-            train_tokens, val_tokens = prior_data(tokenizer, params, split, s)
-            tokens[s] = {"train": list(train_tokens), "val": list(val_tokens), "codebooks": tokenizer.codebooks}
             seed_dir(paths, s).mkdir(parents=True, exist_ok=True)
         results = {}
         for key in keys:
@@ -193,7 +194,7 @@ def train(params: Params, paths: Paths) -> None:
     for s in cfg.seeds:
         write_json_atomic(seed_dir(paths, s) / "config.json", {**config, "training": runs[str(s)]})
     summary = {"seeds": list(cfg.seeds), "runs": runs, "wall_seconds": round(time.perf_counter() - start, 1)}
-    if world_size(params.trainer) > 1:
+    if ddp:
         summary["ddp"] = {"world_size": world_size(params.trainer)}
     write_json_atomic(paths.model_dir(NAME) / "train.json", summary)
     if store is not None:
