@@ -4,6 +4,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+# The installer of the locked set (PyPI), pinned at the version requirements-flower.lock holds.
+UV ?= uv==0.13.9
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.embedlab-installed
 PYTEST_ARGS ?=
@@ -31,14 +33,17 @@ help:
 	@echo "make docs  - the documentation site (mkdocs, offline) into site/"
 	@echo "make flower-env - the separate Flower environment (.venv-flower, requirements-flower.lock)"
 
-# Reinstall only when the pinned set or the project metadata changes. pip compiles the bytecode
-# at install: where PYTHONDONTWRITEBYTECODE is set (as on this machine), `--no-compile` would
-# make every process compile torch from source on every import (make test: 10 min -> 14).
+# Reinstall only when the pinned set or the project metadata changes. torch comes through pip
+# (TORCH is pip syntax, and pip reads a machine's own wheel folders); the locked rest through uv,
+# the same pinned set in a quarter of pip's time (a fresh clone here: 22 s against ~60 s).
+# Bytecode is compiled at install: where PYTHONDONTWRITEBYTECODE is set (as on this machine),
+# skipping it would make every process compile torch from source on every import
+# (make test: 10 min -> 14).
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install -q --upgrade "pip>=24" $(UV)
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -c requirements.lock -e ".[dev]"
+	$(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode -c requirements.lock -e ".[dev]"
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -57,10 +62,10 @@ run-paper: setup
 # pydantic, numpy, which requirements-flower.lock pins at the main lock's versions).
 $(FLOWER_STAMP): requirements-flower.lock pyproject.toml
 	@test -x $(FLOWER_VENV)/bin/python || $(PYTHON) -m venv $(FLOWER_VENV)
-	$(FLOWER_VENV)/bin/python -m pip install -q --upgrade "pip>=24"
+	$(FLOWER_VENV)/bin/python -m pip install -q --upgrade "pip>=24" $(UV)
 	$(FLOWER_VENV)/bin/python -m pip install -q $(TORCH)
-	$(FLOWER_VENV)/bin/python -m pip install -q -r requirements-flower.lock
-	$(FLOWER_VENV)/bin/python -m pip install -q --no-deps -e .
+	$(FLOWER_VENV)/bin/uv pip install -q --python $(FLOWER_VENV)/bin/python --compile-bytecode -r requirements-flower.lock
+	$(FLOWER_VENV)/bin/uv pip install -q --python $(FLOWER_VENV)/bin/python --compile-bytecode --no-deps -e .
 	@touch $(FLOWER_STAMP)
 
 flower-env: $(FLOWER_STAMP)
