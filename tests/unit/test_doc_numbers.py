@@ -51,6 +51,8 @@ STACKING = "benchmarks/results/gan_stacking.json"
 PROBES = "benchmarks/results/federated_probes.json"
 MAKE_RUN = "benchmarks/results/make_run.json"
 RESUME = "benchmarks/results/resume_diffusion.json"
+MAKE_TEST = "benchmarks/results/make_test.json"
+UTIL = "benchmarks/results/train_utilization.json"
 FED_PAPER = "644a64b:metrics/federated.json"  # the paper-budget findings docs/methods/federated.md dates to 644a64b
 
 
@@ -216,6 +218,26 @@ ENTRIES = [
     (README, "train@diffusion killed with {} of its {} parts done resumed in {} s instead of {} s, same metrics", RESUME,
      lambda d: (d["parts_kept_at_kill"], d["parts"], round(d["resumed_stage_seconds"]), d["uninterrupted_stage_seconds"]),
      None),
+    (README, "`make test` on a fresh clone took {} s on this 2-core machine, installs included (pytest {} s;",
+     MAKE_TEST, lambda d: (d["seconds"], d["pytest_seconds"]), 0),
+    (BENCH, "`make test` on a fresh clone took {} s here (pytest {} s, {} tests), against {} s at {}. The set-up "
+            "accounts for {} s of that: the locked set through uv instead of pip, {} s against {} s for both "
+            "environments", MAKE_TEST,
+     lambda d: (round(d["seconds"]), round(d["pytest_seconds"]), d["tests"]["passed"], round(d["previous"]["seconds"]),
+                d["previous"]["commit"], round(d["setup"]["pip_seconds"] - d["setup"]["uv_seconds"]),
+                d["setup"]["uv_seconds"], d["setup"]["pip_seconds"]), None),
+    (BENCH, "The Flower suite runs on its own after the set-up: {} s wall for {} s of CPU", MAKE_TEST,
+     lambda d: (d["flower"]["wall_seconds"], d["flower"]["cpu_seconds"]), 1),
+    (BENCH, "the two whole tiny pipelines (colour {} s, the shared one {} s)", MAKE_TEST,
+     lambda d: (d["slowest_10"][0]["seconds"], d["slowest_10"][1]["seconds"]), 0),
+    (BENCH, "Alone on the machine the tiny pipeline took {} s, {} s of it in the six publish stages", MAKE_TEST,
+     lambda d: (d["tiny_pipeline"]["seconds"],
+                sum(v for k, v in d["tiny_pipeline"]["stage_seconds"].items() if k.startswith("publish@"))), 1),
+    (BENCH, "every stage process spends {} s importing torch, a train stage {} s with Lightning", MAKE_TEST,
+     lambda d: (d["imports"]["seconds"]["torch"], d["imports"]["seconds"]["lightning"]), 2),
+    (BENCH, "kept the two cores busy (CPU seconds over 2 x wall) {}%, {}%, {}% and {}% of the time (diffusion, "
+            "federated, gan, vq)", UTIL,
+     lambda d: tuple(d["stages"][f"train@{m}"]["busy"] * 100 for m in ("diffusion", "federated", "gan", "vq")), 1),
     # README.md
     (README, "(the big jobs are {}-{}% arithmetic on this CPU)", PROFILE, _profile_aten, 0),
     (README, "`benchmarks/gan_stacking.py` ({}x on the 2-D mixtures)", STACKING, ("ring_all_arms_x_seeds", "speedup"), 2),
