@@ -53,6 +53,7 @@ MAKE_RUN = "benchmarks/results/make_run.json"
 RESUME = "benchmarks/results/resume_diffusion.json"
 MAKE_TEST = "benchmarks/results/make_test.json"
 UTIL = "benchmarks/results/train_utilization.json"
+SENSITIVITY = "benchmarks/results/kernel_sensitivity.json"
 FED_PAPER = "644a64b:metrics/federated.json"  # the paper-budget findings docs/methods/federated.md dates to 644a64b
 
 
@@ -238,6 +239,21 @@ ENTRIES = [
     (BENCH, "kept the two cores busy (CPU seconds over 2 x wall) {}%, {}%, {}% and {}% of the time (diffusion, "
             "federated, gan, vq)", UTIL,
      lambda d: tuple(d["stages"][f"train@{m}"]["busy"] * 100 for m in ("diffusion", "federated", "gan", "vq")), 1),
+    (BENCH, "timed train@diffusion at {} s against {} s pinned", SENSITIVITY,
+     lambda d: (d["stage_seconds_avx512"]["train@diffusion"], round(d["stage_seconds_pinned_alone"]["train@diffusion"])),
+     None),
+    (EVALUATION, "{} of {} values changed, all {} verdicts and every precondition stayed", SENSITIVITY,
+     lambda d: (sum(m["differing"] for m in d["methods"].values()),
+                f"{sum(m['values_compared'] for m in d['methods'].values()):,}",
+                d["verdicts"] if d["verdicts_same"] == d["verdicts"] else "NOT ALL"), None),
+    (EVALUATION, "every score stayed inside its committed interval but {}, all FRAug's", SENSITIVITY,
+     lambda d: sum(len(m["new_value_outside_committed_interval"]) for m in d["methods"].values()), None),
+    (EVALUATION, "its accuracy {} -> {} (committed interval [{}, {}]) and its paired difference to FedBN {} -> {}",
+     SENSITIVITY, lambda d: (*d["methods"]["federated"]["new_value_outside_committed_interval"][0][1:3],
+                             *d["methods"]["federated"]["new_value_outside_committed_interval"][0][3],
+                             *d["methods"]["federated"]["new_value_outside_committed_interval"][1][1:3]), None),
+    (EVALUATION, "(FedAvg at lr 0.1: {} on one, {} on the other)", SENSITIVITY,
+     lambda d: (d["federated_tuning"]["fedavg"]["committed"][1], d["federated_tuning"]["fedavg"]["avx512"][1]), None),
     # README.md
     (README, "(the big jobs are {}-{}% arithmetic on this CPU)", PROFILE, _profile_aten, 0),
     (README, "`benchmarks/gan_stacking.py` ({}x on the 2-D mixtures)", STACKING, ("ring_all_arms_x_seeds", "speedup"), 2),
