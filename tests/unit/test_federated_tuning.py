@@ -24,7 +24,7 @@ def _stand_in(job, raw, root, num_classes, image_size, progress):
     lr, lam = params.federated.feature_shift.lr, params.federated.fraug.lambda_r
     best = BEST_LR.get(job.algorithm, BEST_LR["fedbn"])
     score = 0.9 - abs(lr - best) - (0.01 * abs(lam - BEST_LAMBDA) if job.algorithm == "fraug" else 0.0)
-    return {"job": asdict(job), "key": job.key, "val_curve": [score], "lr": lr, "lambda_r": lam}
+    return {"job": asdict(job), "key": job.key, "val_curve": [score], "val_rows": [100], "lr": lr, "lambda_r": lam}
 
 
 def test_every_arm_gets_the_same_budget_and_trains_with_its_own_choice(monkeypatch, tmp_path):
@@ -55,3 +55,35 @@ def test_unequal_budgets_are_refused_naming_the_arms():
     # an arm that is not trained does not count
     parse_params({"federated": {"feature_shift": {"algorithms": ["fedbn", "fraug"]},
                                 "tuning": {"fedavg": [{"lr": 0.1}]}}})
+
+
+def _runs(scores: list[float], seeds: int = 1, rows: int = 300) -> list[dict]:
+    """Tuning runs of one arm: configuration i scores scores[i] on every selection seed."""
+    return [{"job": {"config": i, "seed": 100 + k}, "val_curve": [v], "val_rows": [rows // 6] * 6}
+            for i, v in enumerate(scores) for k in range(seeds)]
+
+
+@pytest.mark.parametrize("scores, chosen", [
+    ([0.74, 0.74, 0.7433], 0),    # within one standard error (0.0253 at 300 rows): the reference
+    ([0.7467, 0.7367, 0.7333], 0),  # the reference ahead anyway
+    ([0.68, 0.7267, 0.7033], 1),  # 0.0467 above the reference: beyond one SE (0.0269), the highest
+    ([0.62, 0.70, 0.7067], 2),    # two beyond it: the highest of them
+])
+def test_a_configuration_beats_the_reference_only_by_more_than_one_standard_error(scores, chosen):
+    from embedlab.methods.federated.method import choose
+
+    params = parse_params({"federated": {"tuning": {"seeds": [100]}}})
+    record = choose(params, "fedbn", _runs(scores))
+    configs = params.federated.tuning.fedbn
+    assert record["chosen"] == configs[chosen] and record["reference"] == configs[0]
+    assert record["val_rows"] == 300
+    assert record["standard_error"] == pytest.approx((scores[0] * (1 - scores[0]) / 300) ** 0.5, abs=1e-4)
+
+
+def test_more_selection_seeds_shrink_the_standard_error_and_let_a_smaller_gap_count():
+    from embedlab.methods.federated.method import choose
+
+    params = parse_params({"federated": {"tuning": {"seeds": [100, 101, 102, 103]}}})
+    scores = [0.70, 0.725, 0.70]  # a 0.025 gap: inside one SE at 300 rows (0.0265), beyond it at 1,200 (0.0132)
+    assert choose(params, "fedbn", _runs(scores, seeds=1))["chosen"] == params.federated.tuning.fedbn[0]
+    assert choose(params, "fedbn", _runs(scores, seeds=4))["chosen"] == params.federated.tuning.fedbn[1]

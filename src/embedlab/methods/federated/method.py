@@ -20,6 +20,7 @@ is deterministic for its seed.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -75,6 +76,7 @@ def run_job(job: Job, params: Params, root: Path, num_classes: int, image_size: 
         # Over the clients with val rows: one without any scores nan (engine.accuracies), not the mean.
         "val_curve": [_mean_scored(a) for a in h["eval_acc"]],
         "val_final_per_client": result["final_eval_acc"],
+        "val_rows": [len(c.y_eval) for c in clients],
         "bytes_per_round": int(np.mean([u + d for u, d in zip(h["upload_bytes"], h["download_bytes"])])),
         "setup_bytes": int(stats_bytes),
         "clients": [c.name for c in clients], "train_rows": [len(c.y_train) for c in clients],
@@ -188,14 +190,24 @@ def train(params: Params, paths: Paths) -> None:
 
 
 def choose(params: Params, arm: str, runs: list[dict]) -> dict:
-    """The configuration of `arm` with the highest final-round val accuracy, averaged over the
-    selection seeds (ties: the earlier configuration)."""
+    """The arm's first configuration (its reference: the values params.yaml trains with) unless
+    another's final-round val accuracy, mean over the selection seeds, beats the reference's by
+    more than one standard error of it (binomial, over the val rows those runs scored); then the
+    highest (ties: the earlier). The one-standard-error rule (Breiman et al. 1984): an argmax
+    alone picked among configurations closer than their run-to-run spread, and a host whose
+    kernels differ then chose another learning rate for 3 of the 5 CNN arms
+    (benchmarks/results/kernel_sensitivity.json)."""
     configs = getattr(params.federated.tuning, arm)
     val = [float(np.mean([r["val_curve"][-1] for r in runs if r["job"]["config"] == i])) for i in range(len(configs))]
+    rows = sum(sum(r["val_rows"]) for r in runs if r["job"]["config"] == 0)
+    se = math.sqrt(val[0] * (1.0 - val[0]) / rows) if rows else 0.0
     best = int(np.argmax(val))
-    return {"configs": configs, "val_accuracy": [round(v, 4) for v in val], "chosen": configs[best],
+    chosen = best if val[best] - val[0] > se else 0
+    return {"configs": configs, "val_accuracy": [round(v, 4) for v in val], "chosen": configs[chosen],
+            "reference": configs[0], "standard_error": round(se, 4), "val_rows": rows,
             "seeds": list(params.federated.tuning.seeds), "size": params.federated.feature_shift.samples_per_client,
-            "rule": "highest final-round val accuracy, mean over the selection seeds"}
+            "rule": "the first configuration unless another's final-round val accuracy (mean over the selection "
+                    "seeds) beats it by more than one standard error (binomial, over the val rows); then the highest"}
 
 
 def log_live(live_dir: Path, params: Params, results: list[dict]) -> None:
