@@ -297,12 +297,11 @@ def tuning_table(root: Path) -> str:
         keys = ", ".join(sorted({k for c in t["configs"] for k in c}))
         seeds = ", ".join(str(x) for x in t.get("seeds", []))
         chosen = ", ".join(f"{k} {v:g}" for k, v in t["chosen"].items())
+        rule, mark = f"final-round val accuracy, selection seeds {seeds}", _edge(t["configs"], t["chosen"])
         if "reference" in t:  # the one-standard-error rule (federated.method.choose)
-            rule = f"final-round val accuracy, selection seeds {seeds}: the first unless another beats it by > 1 SE"
-            mark = (f" (the reference: none beat it by > {t['standard_error']:.4f})" if t["chosen"] == t["reference"]
-                    else _edge(t["configs"], t["chosen"]))
-        else:
-            rule, mark = f"final-round val accuracy, selection seeds {seeds}", _edge(t["configs"], t["chosen"])
+            rule += ": the first unless another beats it by > 1 SE"
+            if t["chosen"] == t["reference"]:
+                mark = f" (the reference: none beat it by > {t['standard_error']:.4f})"
         rows.append(["federated", arm, keys, str(len(t["configs"])), rule, chosen + mark])
     gan = _load(root, "gan").get("tuning", {})
     for key, c in gan.get("chosen", {}).items():

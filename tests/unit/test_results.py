@@ -43,6 +43,8 @@ def test_the_tuning_table_lists_every_choice_and_marks_grid_edges(tmp_path):
 
     (tmp_path / "metrics").mkdir()
     fed = {"tuning": {"budget": {"fedbn": 3}, "note": "...",
+                      "fedavg": {"configs": [{"lr": 0.05}, {"lr": 0.1}, {"lr": 0.2}], "chosen": {"lr": 0.05},
+                                 "reference": {"lr": 0.05}, "standard_error": 0.027, "seeds": [100]},
                       "fedbn": {"configs": [{"lr": 0.05}, {"lr": 0.1}, {"lr": 0.2}], "chosen": {"lr": 0.1},
                                 "seeds": [100, 101]},
                       "fraug": {"configs": [{"lambda_r": 1.0}, {"lambda_r": 10.0}], "chosen": {"lambda_r": 10.0},
@@ -54,7 +56,11 @@ def test_the_tuning_table_lists_every_choice_and_marks_grid_edges(tmp_path):
     for name, m in (("federated", fed), ("gan", gan), ("diffusion", diffusion)):
         (tmp_path / "metrics" / f"{name}.json").write_text(json.dumps(m))
     rows = {tuple(c.strip() for c in line.strip("|").split("|"))[:2]: line for line in tuning_table(tmp_path).splitlines()[2:]}
-    assert set(rows) == {("federated", "fedbn"), ("federated", "fraug"), ("gan", "ring/mee"), ("diffusion", "ppap")}
+    assert set(rows) == {("federated", "fedavg"), ("federated", "fedbn"), ("federated", "fraug"), ("gan", "ring/mee"),
+                         ("diffusion", "ppap")}
+    # a kept reference (federated.method.choose's one-SE rule) names its standard error, not the edge
+    assert "lr 0.05 (the reference: none beat it by > 0.0270)" in rows[("federated", "fedavg")]
+    assert "beats it by > 1 SE" in rows[("federated", "fedavg")] and "edge" not in rows[("federated", "fedavg")]
     assert "lr 0.1 |" in rows[("federated", "fedbn")] and "edge" not in rows[("federated", "fedbn")]
     assert "lambda_r 10 (edge of the grid)" in rows[("federated", "fraug")]
     assert "| 0.3 |" in rows[("gan", "ring/mee")]
