@@ -216,7 +216,7 @@ ENTRIES = [
              "evaluate stages {} s, the publish stages {} s, the data stages {} s; it reproduced all {} committed "
              "values", MAKE_RUN, _make_run, None),
     (PIPELINE, "(`make run` on a fresh clone: {} s, `benchmarks/results/make_run.json`", MAKE_RUN, _make_run_total, None),
-    (README, "train@diffusion killed with {} of its {} parts done resumed in {} s instead of {} s, same metrics", RESUME,
+    (PIPELINE, "train@diffusion killed with {} of its {} parts done resumed in {} s instead of {} s, same metrics", RESUME,
      lambda d: (d["parts_kept_at_kill"], d["parts"], round(d["resumed_stage_seconds"]), d["uninterrupted_stage_seconds"]),
      None),
     (README, "`make test` on a fresh clone took {} s on this 2-core machine, installs included (pytest {} s;",
