@@ -57,6 +57,39 @@ def test_shifted_gaussians_are_far_and_their_interval_excludes_zero():
     assert far["fd"]["value"] == pytest.approx(8.0, rel=0.15)  # |mu_a - mu_b|^2 = 8 x 1^2
 
 
+def _fd_by_eigendecomposition(a: torch.Tensor, b: torch.Tensor) -> float:
+    """FD the textbook way: S_a^(1/2) from its eigendecomposition, then the eigenvalues."""
+    s1, s2 = torch.cov(a.T), torch.cov(b.T)
+    vals, vecs = torch.linalg.eigh(s1)
+    root = vecs @ torch.diag(vals.clamp_min(0).sqrt()) @ vecs.T
+    trace_sqrt = torch.linalg.eigvalsh(root @ s2 @ root).clamp_min(0).sqrt().sum()
+    return float((a.mean(0) - b.mean(0)).pow(2).sum() + s1.trace() + s2.trace() - 2 * trace_sqrt)
+
+
+@pytest.mark.parametrize("rows", [300, 5])  # 5 rows of 8 features: a singular covariance, no Cholesky factor
+def test_fd_equals_the_eigendecomposition_form_with_or_without_a_cholesky_factor(rows):
+    a, b = gaussian(rows, seed=5), gaussian(200, shift=0.2, seed=6) * 1.3
+    factored = int(torch.linalg.cholesky_ex(torch.cov(a.T)).info) == 0
+    assert factored == (rows > 8)
+    # A singular S_a's near-zero eigenvalues carry rounding (~1e-17) that their square roots
+    # lift to ~1e-9: the two forms agree to that, and to 1e-9 relative where S_a is factored.
+    tolerance = 1e-9 if factored else 1e-6
+    assert frechet_distance(a, b) == pytest.approx(_fd_by_eigendecomposition(a, b), rel=tolerance)
+
+
+def test_second_moments_made_by_blocks_equal_those_made_whole(monkeypatch):
+    import embedlab.evaluation.distances as distances
+
+    a, b = gaussian(300, seed=7), gaussian(250, shift=0.5, seed=8)
+    whole = distance_scores(a, b, bootstrap=100, seed=3)
+    monkeypatch.setattr(distances, "OUTER_BYTES", 40 * 36 * 8)  # the 36-entry triangles of 40 rows at a time
+    assert distances._outer_rows(a) is None
+    blocked = distance_scores(a, b, bootstrap=100, seed=3)
+    for name in ("fd", "kid"):
+        for key in ("value", "lo", "hi"):
+            assert blocked[name][key] == pytest.approx(whole[name][key], rel=1e-9, abs=1e-12), (name, key)
+
+
 def test_distances_refuse_too_few_samples():
     with pytest.raises(ValueError, match=">= 2 generated"):
         distance_scores(gaussian(10), gaussian(1))
