@@ -232,6 +232,8 @@ ENTRIES = [
              "evaluate stages {} s, the publish stages {} s, the data stages {} s; it reproduced all {} committed "
              "values", MAKE_RUN, _make_run, None),
     (PIPELINE, "(`make run` on a fresh clone: {} s, `benchmarks/results/make_run.json`", MAKE_RUN, _make_run_total, None),
+    (PIPELINE, "and about {} on an AVX2-only one (a fresh checkout's `dvc repro`: {} s, `benchmarks/results/cross_host.json`",
+     CROSS_HOST, lambda d: (round(d["repro_seconds_this_host"] / 60), f"{d['repro_seconds_this_host']:,}"), None),
     (PIPELINE, "train@diffusion killed with {} of its {} parts done resumed in {} s instead of {} s, same metrics", RESUME,
      lambda d: (d["parts_kept_at_kill"], d["parts"], round(d["resumed_stage_seconds"]), d["uninterrupted_stage_seconds"]),
      None),
