@@ -51,13 +51,14 @@ def _upper(d: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _outer_rows(x: torch.Tensor) -> torch.Tensor | None:
-    """(N, D (D + 1) / 2): the upper triangle of every row's outer product x_n x_n^T, or None when
-    that would exceed OUTER_BYTES (then `_weighted_moments` makes them a block of rows at a time)."""
+    """(N, D (D + 1) / 2): the upper triangle of every row's outer product x_n x_n^T (entry i <= j:
+    x_ni x_nj), or None when that would exceed OUTER_BYTES (then `_weighted_moments` makes them a
+    block of rows at a time)."""
     n, d = x.shape
     if n * d * (d + 1) // 2 * x.element_size() > OUTER_BYTES:
         return None
-    upper, _ = _upper(d)
-    return (x[:, :, None] * x[:, None, :]).reshape(n, d * d)[:, upper]
+    rows, cols = torch.triu_indices(d, d)
+    return x[:, rows] * x[:, cols]
 
 
 def _weighted_moments(x: torch.Tensor, w: torch.Tensor, outer: torch.Tensor | None = None
