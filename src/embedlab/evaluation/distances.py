@@ -44,12 +44,6 @@ def _check(a: torch.Tensor, b: torch.Tensor) -> None:
 OUTER_BYTES = 256 * 2**20  # the rows' outer products are kept whole up to this size, else made per block
 
 
-def _upper(d: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat indices of a D x D matrix's upper triangle (diagonal included) and of its mirror."""
-    rows, cols = torch.triu_indices(d, d)
-    return rows * d + cols, cols * d + rows
-
-
 def _outer_rows(x: torch.Tensor) -> torch.Tensor | None:
     """(N, D (D + 1) / 2): the upper triangle of every row's outer product x_n x_n^T (entry i <= j:
     x_ni x_nj), or None when that would exceed OUTER_BYTES (then `_weighted_moments` makes them a
@@ -80,10 +74,10 @@ def _weighted_moments(x: torch.Tensor, w: torch.Tensor, outer: torch.Tensor | No
     else:
         block = max(1, OUTER_BYTES // (d * (d + 1) // 2 * x.element_size()))
         triangle = sum(w[:, i:i + block] @ _outer_rows(x[i:i + block]) for i in range(0, n, block))
-    upper, mirror = _upper(d)
+    rows, cols = torch.triu_indices(d, d)  # the entries' order in `_outer_rows`
     second = torch.empty(b, d * d, dtype=x.dtype)
-    second[:, upper] = triangle
-    second[:, mirror] = triangle
+    second[:, rows * d + cols] = triangle
+    second[:, cols * d + rows] = triangle
     second = second.view(b, d, d)
     cov = (second - total[:, :, None] * mu[:, :, None] * mu[:, None, :]) / (total[:, :, None] - 1)
     return mu, cov
