@@ -18,29 +18,23 @@ import re
 import subprocess
 from pathlib import Path
 
-from embedlab.report import is_timing
+from embedlab.report import flat_metrics, is_timing
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "cross_host.json"
 MODELS = ("evaluator", "backbone", "vq", "gan", "federated", "diffusion")
 
 
-def flatten(value, prefix: str = "") -> dict:
-    """Numbers of a nested JSON document by dotted path (lists by index), booleans aside."""
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else None
-    if items is None:
-        return {prefix: value} if isinstance(value, (int, float)) and not isinstance(value, bool) else {}
-    out = {}
-    for key, item in items:
-        out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-    return out
+def numbers(document) -> dict:
+    """The numbers of a metrics document by dotted path (lists by index), booleans aside."""
+    return {k: v for k, v in flat_metrics(document).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def compare(model: str, rev: str) -> dict:
     path = f"metrics/{model}.json"
     committed = json.loads(subprocess.check_output(["git", "show", f"{rev}:{path}"], cwd=ROOT))
     here = json.loads((ROOT / path).read_text())
-    old, new = flatten(committed), flatten(here)
+    old, new = numbers(committed), numbers(here)
     keys = [k for k in old if not is_timing(path, k)]
     differing = [[k, old[k], new.get(k)] for k in keys if new.get(k) != old[k]]
     hosts = {stage: committed.get("host", {}).get(stage, {}) for stage in ("train", "evaluate")}

@@ -57,6 +57,18 @@ def is_timing(path: str, key: str) -> bool:
             or any(word in key for word in TIMING_WORDS))
 
 
+def flat_metrics(tree, prefix: str = "") -> dict:
+    """{"a.b.0.c": leaf}: a metrics file's dicts and lists flattened, as `dvc metrics diff` names
+    the leaves (what `is_timing` is asked about)."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else None
+    if items is None:
+        return {prefix: tree}
+    out: dict = {}
+    for key, value in items:
+        out.update(flat_metrics(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
 def _table_or(md: str, empty: str) -> str:
     # `dvc params diff --md` prints a bare header when nothing changed; say so in words.
     rows = [line for line in md.strip().splitlines() if line.strip()]

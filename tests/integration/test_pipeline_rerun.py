@@ -16,23 +16,13 @@ from .conftest import BIN, run, set_params
 pytestmark = pytest.mark.slow
 
 
-def flat(tree, prefix: str = "") -> dict:
-    """{"a.b.0.c": leaf}: dicts and lists flattened, as `dvc metrics diff` names the leaves."""
-    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else None
-    if items is None:
-        return {prefix: tree}
-    out: dict = {}
-    for key, value in items:
-        out.update(flat(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
 def test_each_method_trained_again_on_two_workers_gives_the_same_metrics(tiny_pipeline, tmp_path):
     """Seeded runs are reproducible whatever the worker count, and through a crash: every method
     retrained and evaluated on 2 spawned workers (where the run used workers: 1, its jobs in one
     process), train@federated after a SIGKILL that left some of its runs kept for the rerun,
     scores exactly the same, wall times and the host record aside (embedlab.numerics pins the
     kernels and the threads)."""
+    from embedlab.report import flat_metrics as flat
     from embedlab.report import is_timing
 
     again = tmp_path / "two-workers"
