@@ -49,6 +49,9 @@ def main() -> None:
     raw["gan"]["toy"]["steps"] = steps
     params = parse_params(raw)
     chosen = json.loads((paths.model_dir("gan") / "config.json").read_text())["tuning"]["chosen"]
+    if not all(f"{b}/{a}" in chosen for b in TOY for a in args.arms):
+        raise SystemExit("models/gan has no tuning on ring and grid: train@gan ran with gan.toy.run false (the CPU "
+                         "default). Set gan.toy.run: true (or `embedlab preset paper`), `dvc repro train@gan`, then rerun.")
     pipeline = json.loads(paths.metrics("gan").read_text())["per_seed"]
     e = params.evaluation
     min_count = {b: toy_ceiling(*mixture(params, b), params.gan.toy.eval_samples, e.seed, e.mode_min_fraction)[1]

@@ -18,14 +18,15 @@ BIN = Path(sys.executable).parent
 
 # The methods run their jobs in this process (workers: 1): no spawned worker to start and import
 # in the shared build. test_pipeline_rerun.py retrains them on 2 spawned workers and gets the
-# same numbers.
+# same numbers. Every arm runs, the paper preset's too (gan.toy.run, vq.ar_baseline): the code
+# paths stay covered end to end; the CPU default's leaner paths are the methods' unit tests.
 TINY = {
     "trainer": {"progress_bar": False, "log_every_n_steps": 5},
     "evaluator": {"width": 8, "feature_dim": 16, "max_epochs": 2, "batch_size": 32, "lr": 0.005},
     "backbone": {"width": 4, "feature_dim": 8, "max_epochs": 1, "batch_size": 64},
     "evaluation": {"samples": 20, "bootstrap": 20},
     "vq": {
-        "seeds": [0, 1],
+        "seeds": [0, 1], "ar_baseline": True,
         "tokenizer": {"hidden": 16, "latent_dim": 8, "num_quantizers": 2, "codebook_size": 8, "max_epochs": 1,
                       "batch_size": 128},
         "prior": {"width": 16, "layers": 1, "heads": 2, "mixtures": 2, "max_epochs": 1, "augment_copies": 0,
@@ -38,7 +39,7 @@ TINY = {
         "tuning": {"dcgan": {"values": [1.0, 2.0]}, "maf": {"values": [1.0, 2.0]},
                    "maf+disomap": {"values": [0.3, 1.0]}, "maf+disomap+dlle": {"values": [0.1, 0.3]},
                    "mee": {"values": [0.1, 0.3]}},
-        "toy": {"seeds": [0, 1], "steps": 4, "batch_size": 32, "hidden": 16, "eval_samples": 100},
+        "toy": {"run": True, "seeds": [0, 1], "steps": 4, "batch_size": 32, "hidden": 16, "eval_samples": 100},
         "image": {"seeds": [0], "compare_arms": ["dcgan", "mee"],  # the digit claim's code path
                   "steps": 3, "batch_size": 16, "gen_width": 4, "disc_width": 4, "weak_disc_width": 2,
                   "eval_samples": 50, "fd_samples": 20},

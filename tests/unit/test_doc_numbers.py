@@ -353,6 +353,14 @@ ENTRIES = [
     (GAN, "({} / {} confident share for dcgan / mee at 8 channels and 2,400 steps, against {} / {} at 4)", GAN_QUALITY,
      lambda d: (d["stacked_weak:dcgan:2400:0.0002:8:16"]["confident_share"], d["stacked_weak:mee:2400:0.0002:8:16"]["confident_share"],
                 d["stacked_weak:dcgan:2400:0.0002:4:16"]["confident_share"], d["stacked_weak:mee:2400:0.0002:4:16"]["confident_share"]), 2),
+    (GAN, "(ring: maf covered {} of 8 modes on the selection seed, so it left MEE nothing to find; grid: maf and mee "
+     "covered {} and {} of 25 modes on average, against the untrained generator's {}; metrics/gan.json at commit f98a41e)",
+     "f98a41e:metrics/gan.json",
+     lambda d: (d["claims"]["mee_vs_maf_ring"]["precondition"]["checks"][0]["value"], d["grid"]["modes_covered"]["maf"]["value"],
+                d["grid"]["modes_covered"]["mee"]["value"], d["grid"]["modes_covered"]["untrained"]), (0, 1, 1, 0)),
+    (GAN, "more than half of train@gan's {} s on 2 cores.", "f98a41e:metrics/gan.json", ("train_wall_seconds",), 0),
+    (GAN, "at 4x the steps maf covered {} of the ring's 8 modes and {} of the grid's 25 on average", TOY,
+     lambda d: tuple(d["results"][b]["maf"]["modes_covered_summary"]["mean"] for b in ("ring", "grid")), 1),
     (GAN, "samples moved by up to {} (`benchmarks/results/gan_stacking.json`)", STACKING,
      ("same_numbers", "stacked_weak", "max_abs_difference", "samples"), "e1"),
     (GAN, "(published confident share {} -> ", "9303daa:metrics/gan.json", ("published", "confident_share", "value"), 3),
@@ -400,6 +408,9 @@ ENTRIES = [
     (FEDERATED, "(e.g. +{} [{}, {}] at 30)", FED_PAPER, _fed_diff("feature_shift", "comparisons", "fedprox-fedavg"), 3),
 
     # docs/methods/vq.md
+    (VQ, "class accuracy on the precondition's samples: ResGen {} and AR {}, over 10 classes; metrics/vq.json at commit f98a41e)",
+     "f98a41e:metrics/vq.json", lambda d: tuple(c["value"] for c in d["claims"]["resgen_vs_ar_fd"]["precondition"]["checks"]), 2),
+    (VQ, "for about a fifth of train@vq's {} s", "f98a41e:metrics/vq.json", ("train_wall_seconds",), 0),
     (VQ, "its own tokenizer ({} s each, metrics/vq.json at commit 90facea)", "90facea:metrics/vq.json",
      lambda d: _mean([s["tokenizer"]["seconds"] for s in d["training"].values()]), 0),
 

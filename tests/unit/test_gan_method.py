@@ -80,7 +80,7 @@ IMAGE_BENCHES = ("stacked_weak", "stacked_full", "digits")
 
 
 def test_tuning_gives_every_arm_the_same_budget_on_held_out_seeds():
-    params = parse_params({"gan": {"image": {"stacked": True}}})
+    params = parse_params({"gan": {"image": {"stacked": True}, "toy": {"run": True}}})
     jobs = selection_jobs(params)
     assert all(j.selection for j in jobs) and len({j.key for j in jobs}) == len(jobs)
     per_arm = {}

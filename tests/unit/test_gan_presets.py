@@ -39,6 +39,7 @@ def paper_gan() -> dict:
 def tiny(stacked: bool) -> Params:
     raw = json.loads(json.dumps(TINY))
     raw["gan"]["image"]["stacked"] = stacked
+    raw["gan"]["toy"]["run"] = stacked  # the paper preset runs both; the CPU default neither
     return parse_params(raw)
 
 
@@ -60,7 +61,7 @@ def evaluated(request, tmp_path_factory, digits_prepared):
     return params, paths, method.evaluate(params, paths, evaluator)
 
 
-def test_the_stacked_switch_decides_every_stacked_run(evaluated):
+def test_the_stacked_and_toy_switches_decide_every_run(evaluated):
     params, paths, metrics = evaluated
     stacked = params.gan.image.stacked
     config = json.loads((paths.model_dir("gan") / "config.json").read_text())
@@ -73,26 +74,31 @@ def test_the_stacked_switch_decides_every_stacked_run(evaluated):
         assert not {"stacked", "stacked_full"} & set(metrics.get("not_run", {}))
         assert "mee_vs_maf_stacked" in metrics["claims"]
         assert (paths.plots("gan") / "stacked_mode_histogram.png").exists()
-    else:  # the CPU default: no stacked run, tuning or reading anywhere
-        assert benches == {"ring", "grid", "digits"} and tuned == {"ring", "grid"}
+        assert "mee_vs_maf_ring" in metrics["claims"] and metrics["settings"]["toy"]
+    else:  # the CPU default: no stacked or 2-D run, no tuning, no reading of either anywhere
+        assert benches == {"digits"} and tuned == set() and config["tuning"]["chosen"] == {}
         assert not any(j["bench"].startswith("stacked") for j in config["jobs"])
         assert not any(k.startswith(("stacked", "select/stacked")) for k in
                        json.loads((paths.model_dir("gan") / "history.json").read_text())["runs"])
-        assert set(config["generators"]) == {"ring", "grid", "digits"}
+        assert set(config["generators"]) == {"digits"}
         assert "digits" in config["tuning"]["untuned"]
         # digits untuned: every arm at its params default (value None)
         assert {j["value"] for j in config["jobs"] if j["bench"] == "digits"} == {None}
         assert not {"stacked", "stacked_full"} & set(metrics)
         digits_claim = {"dcgan", "mee"} <= set(params.gan.image.compare_arms)
-        assert set(metrics["not_run"]) == {"stacked", "stacked_full"} | (
+        assert set(metrics["not_run"]) == {"stacked", "stacked_full", "ring", "grid", "mee_vs_maf_stacked",
+                                           "mee_vs_maf_ring", "mee_vs_maf_grid"} | (
             set() if digits_claim else {"mee_quality_vs_dcgan_digits"})
         assert "gan.image.stacked is false" in metrics["not_run"]["stacked"]
-        assert not any("stacked" in k for k in metrics["claims"]) and not metrics["settings"]["stacked"]
-        assert not list(paths.plots("gan").glob("*stacked*"))
+        assert "gan.toy.run is false" in metrics["not_run"]["ring"] == metrics["not_run"]["grid"]
+        assert not {"ring", "grid"} & set(metrics) and not metrics["settings"]["toy"]
+        assert not any(k.endswith(("stacked", "ring", "grid")) for k in metrics["claims"])
+        assert not metrics["settings"]["stacked"]
+        assert not list(paths.plots("gan").glob("*stacked*")) and not list(paths.plots("gan").glob("scatter_*"))
     # either way: the digits modes beside the real ceiling and the untrained floor, and the plots
     assert set(metrics["digits"]["modes_covered"]) == set(params.gan.image.compare_arms) | {"real", "untrained"}
     assert metrics["digits"]["min_count"] >= 1 and metrics["digits"]["modes_covered"]["real"] <= 10
-    for picture in ("scatter_ring.png", "samples_digits_mee.png", "losses.png", "modes_covered.png"):
+    for picture in ("scatter_ring.png",) * stacked + ("samples_digits_mee.png", "losses.png", "modes_covered.png"):
         assert (paths.plots("gan") / picture).stat().st_size > 0, picture
 
 
@@ -137,7 +143,7 @@ def test_the_published_generator_is_the_backbones_choice_of_the_benchmark_that_r
 
 
 @pytest.mark.parametrize("stacked", [False, True])
-def test_planned_and_tuning_runs_follow_the_stacked_switch(stacked):
+def test_planned_and_tuning_runs_follow_the_stacked_and_toy_switches(stacked):
     from embedlab.methods.gan.method import planned_jobs, selection_jobs
 
     # the CPU default, and the paper preset's GAN (params/paper.yaml)
@@ -145,8 +151,9 @@ def test_planned_and_tuning_runs_follow_the_stacked_switch(stacked):
     g = params.gan
     jobs = planned_jobs(params)
     stacked_runs = len(g.image.arms) * len(g.image.seeds) + len(g.image.compare_arms) * len(g.image.full_seeds)
-    assert len(jobs) == 2 * len(g.toy.arms) * len(g.toy.seeds) + len(g.image.compare_arms) * len(g.image.seeds) \
-        + (stacked_runs if stacked else 0)
-    assert len(jobs) == (77 if stacked else 31)
-    assert {j.bench for j in selection_jobs(params)} == ({"ring", "grid", "stacked_weak"} if stacked else {"ring", "grid"})
-    assert Params().gan.image.stacked is False  # the CPU default; the paper preset turns it on
+    toy_runs = 2 * len(g.toy.arms) * len(g.toy.seeds)
+    assert len(jobs) == len(g.image.compare_arms) * len(g.image.seeds) + (stacked_runs + toy_runs if stacked else 0)
+    assert len(jobs) == (77 if stacked else 1)  # the CPU default: MEE's plain-digit generator alone
+    assert {j.bench for j in selection_jobs(params)} == ({"ring", "grid", "stacked_weak"} if stacked else set())
+    # the CPU default; the paper preset turns both on
+    assert Params().gan.image.stacked is False and Params().gan.toy.run is False

@@ -21,6 +21,9 @@ def test_the_paper_preset_applies_its_budgets_and_keeps_the_comments(tmp_path, m
     paper = load_params("params.yaml")
     assert paper.federated.seeds == preset["federated"]["seeds"] != default.federated.seeds
     assert paper.gan.image.stacked is True and default.gan.image.stacked is False
+    # the arms whose claims the CPU budget left untested: trained by the paper preset alone
+    assert paper.gan.toy.run is True and default.gan.toy.run is False
+    assert paper.vq.ar_baseline is True and default.vq.ar_baseline is False
     assert paper.vq.prior.width == preset["vq"]["prior"]["width"] > default.vq.prior.width
     assert paper.evaluation == default.evaluation  # what scores is never part of a preset
     assert "# One section per stage / model." in open("params.yaml").read()

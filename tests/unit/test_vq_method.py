@@ -22,8 +22,8 @@ def _no_tokenizer_training(*args, **kwargs):
     raise AssertionError("train@vq trained a tokenizer")
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, digits_prepared):
+@pytest.fixture(scope="module", params=[False, True], ids=["cpu-default", "ar-baseline"])
+def trained(request, tmp_path_factory, digits_prepared):
     from embedlab.classifiers.nets import BackboneNet, save_classifier
     from embedlab.data.prepare import write_prepared
     from embedlab.methods.vq import given, method
@@ -34,7 +34,8 @@ def trained(tmp_path_factory, digits_prepared):
     kwargs = {"num_classes": 10, "image_size": 16, "width": 4, "feature_dim": 8}
     paths.model_dir("backbone").mkdir(parents=True)
     save_classifier(BackboneNet(**kwargs).eval(), "backbone", kwargs, paths.model_dir("backbone"))
-    params = Params(trainer=TrainerParams(progress_bar=False), vq=TINY)
+    # The CPU default trains ResGen alone; the paper preset (vq.ar_baseline) the AR baseline beside it.
+    params = Params(trainer=TrainerParams(progress_bar=False), vq=TINY.model_copy(update={"ar_baseline": request.param}))
     given.train(params, paths)
     before = (paths.model_dir("tokenizer") / "tokenizer.safetensors").read_bytes()
     with pytest.MonkeyPatch.context() as mp:  # train@vq reads the given tokenizer, never fits one
@@ -45,23 +46,27 @@ def trained(tmp_path_factory, digits_prepared):
     return params, paths
 
 
-def test_train_fits_both_priors_on_the_given_tokenizer(trained):
+def test_train_fits_the_priors_on_the_given_tokenizer(trained):
     from embedlab.evaluation.samples import weights_id
     from embedlab.methods.vq.given import load_tokenizer
     from embedlab.methods.vq.parts import load_parts, load_priors
 
-    _, paths = trained
+    params, paths = trained
+    kinds = {"resgen", "ar"} if params.vq.ar_baseline else {"resgen"}
     tokenizer, _ = load_tokenizer(paths.model_dir("tokenizer"))
-    for seed in (0, 1):  # every training seed: its own two priors over the one tokenizer
+    for seed in (0, 1):  # every training seed: its own priors over the one tokenizer
         folder = paths.model_dir("vq") / f"seed{seed}"
-        assert {p.name for p in folder.glob("*.safetensors")} == {"resgen.safetensors", "ar.safetensors"}
+        assert {p.name for p in folder.glob("*.safetensors")} == {f"{kind}.safetensors" for kind in kinds}
         resgen, ar, config = load_priors(folder, tokenizer)
-        assert config["tokenizer_sha256"] == weights_id(tokenizer) and set(config["training"]) == {"resgen", "ar"}
+        assert config["tokenizer_sha256"] == weights_id(tokenizer) and set(config["training"]) == kinds
+        assert (ar is None) == (not params.vq.ar_baseline)
         # The prior's frozen codebooks are the given tokenizer's own.
         assert torch.allclose(resgen.codebooks, tokenizer.codebooks)
         assert not (paths.dvclive("vq") / f"seed{seed}" / "tokenizer").exists()
     # Matched compute is recorded: tokens each prior processed in training (AR: L x D + 1 per image).
-    assert config["training"]["ar"]["tokens_processed"] > config["training"]["resgen"]["tokens_processed"] > 0
+    assert config["training"]["resgen"]["tokens_processed"] > 0
+    if params.vq.ar_baseline:
+        assert config["training"]["ar"]["tokens_processed"] > config["training"]["resgen"]["tokens_processed"]
     assert config["tokenizer"]["num_quantizers"] == 2
     loaded = load_parts(folder, tokenizer_dir=paths.model_dir("tokenizer"))[0]
     x = torch.rand(3, 1, 16, 16) * 2 - 1
@@ -86,11 +91,18 @@ def test_evaluate_and_publish(trained, monkeypatch, tmp_path, digits_prepared):
     assert metrics["psnr"]["d2"]["n"] == len(digits_test) and "seeds" not in metrics["psnr"]["d2"]
     assert 0 < metrics["codebook_usage"] <= 1 and metrics["tokenizer"]["seed"] == 0
     assert metrics["bits_per_image"] == 16 * 2 * 3
-    for kind in ("resgen", "ar", "real"):  # every prior beside the real floor at the same N
+    kinds = ("resgen", "ar") if params.vq.ar_baseline else ("resgen",)
+    for kind in (*kinds, "real"):  # every trained prior beside the real floor at the same N
         assert np.isfinite(metrics["fd"][kind]["value"]) and 0 <= metrics["class_accuracy"][kind]["value"] <= 1
         assert metrics["kid"][kind]["n"] == 30
-    for kind in ("resgen", "ar"):
+    assert set(metrics["fd"]) == {*kinds, "real", "reconstruction"} and set(metrics["per_seed"]) == set(kinds)
+    for kind in ("resgen", "ar"):  # sampling cost per depth: untrained priors, both architectures either way
         assert set(metrics["sampling_seconds"][kind]) == {"d1", "d2", "ratio_d2_d1"}
+    if params.vq.ar_baseline:
+        assert set(metrics["claims"]) == {"resgen_vs_ar_fd", "resgen_vs_ar_accuracy"} and "not_run" not in metrics
+    else:  # no baseline, no claim: `not_run` says why
+        assert metrics["claims"] == {} and set(metrics["not_run"]) == {"resgen_vs_ar_fd", "resgen_vs_ar_accuracy"}
+        assert all("vq.ar_baseline is false" in why for why in metrics["not_run"].values())
     for claim in metrics["claims"].values():  # tiny priors at chance: the recognisability gate holds them back
         assert claim["verdict"] == "untested" and len(claim["per_seed"]) == 2
         checks = claim["precondition"]["checks"]
@@ -98,9 +110,10 @@ def test_evaluate_and_publish(trained, monkeypatch, tmp_path, digits_prepared):
         assert all(len(c["per_seed"]) == 2 and not c["met"] for c in checks)
     assert metrics["published"]["seed"] in (0, 1)
     assert json.loads(paths.metrics("vq").read_text()) == metrics
-    for picture in ("reconstructions.png", "samples_resgen.png", "samples_ar.png", "psnr_vs_depth.png",
-                    "sampling_time_vs_depth.png"):
+    for picture in ("reconstructions.png", "samples_resgen.png", "psnr_vs_depth.png", "sampling_time_vs_depth.png",
+                    *(("samples_ar.png",) if params.vq.ar_baseline else ())):
         assert (paths.plots("vq") / picture).stat().st_size > 500, picture
+    assert (paths.plots("vq") / "samples_ar.png").exists() == params.vq.ar_baseline
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     receipt = publish("vq", method.export(params, paths), params, paths)
@@ -112,13 +125,13 @@ def test_evaluate_and_publish(trained, monkeypatch, tmp_path, digits_prepared):
     x = torch.as_tensor(np.load(paths.prepared / "images.npy")[:4])
     assert torch.allclose(torch.as_tensor(np.asarray(champion(x))), tokenizer.decode_indices(tokenizer.tokenize(x)), atol=1e-5)
 
-    # The bundle's files are enough to sample: config + weights of tokenizer and both priors.
+    # The bundle's files are enough to sample: config + weights of the tokenizer and the priors.
     from embedlab.methods.vq.scoring import sample_images
     from embedlab.registry import download_bundle
 
     folder = download_bundle("vq", tmp_path / "bundle", paths=paths)
     tok2, resgen2, ar2, _ = method.load_bundle(folder)
-    assert torch.equal(tok2.codebooks, tokenizer.codebooks)
+    assert torch.equal(tok2.codebooks, tokenizer.codebooks) and (ar2 is None) == (not params.vq.ar_baseline)
     samples = sample_images(tok2, resgen2, torch.tensor([0, 1]), params.vq.prior, "resgen")
     assert samples.shape == (2, 1, 16, 16) and samples.abs().max() <= 1
 

@@ -51,6 +51,7 @@ from embedlab.methods.gan.parts import (
     published_run,
     real_sampler,
     restore_generator,
+    toy_benches,
     tuned_benches,
 )
 from embedlab.methods.gan.scoring import evaluate, export, load_bundle
@@ -130,7 +131,7 @@ def planned_jobs(params: Params, chosen: dict | None = None) -> list[Job]:
     def job(bench, arm, seed):
         return Job(bench, arm, seed, (chosen or {}).get((TUNED_ON[bench], arm)))
 
-    jobs = [job(bench, arm, seed) for bench in TOY for arm in g.toy.arms for seed in g.toy.seeds]
+    jobs = [job(bench, arm, seed) for bench in toy_benches(params) for arm in g.toy.arms for seed in g.toy.seeds]
     if g.image.stacked:
         jobs += [job("stacked_weak", arm, seed) for arm in g.image.arms for seed in g.image.seeds]
         jobs += [job("stacked_full", arm, seed) for arm in g.image.compare_arms for seed in g.image.full_seeds]
@@ -161,7 +162,7 @@ class Readers:
     def __init__(self, params: Params, backbone: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor):
         e, self.params, self.backbone = params.evaluation, params, backbone
         self.min_count = {b: toy_ceiling(*mixture(params, b), params.gan.toy.eval_samples, e.seed,
-                                         e.mode_min_fraction)[1] for b in TOY}
+                                         e.mode_min_fraction)[1] for b in toy_benches(params)}
         if params.gan.image.stacked:
             self.min_count["stacked"] = stacked_ceiling(images, labels, backbone, params.gan.image.eval_samples,
                                                         e.seed, e.confidence, e.mode_min_fraction)[1]
@@ -251,7 +252,7 @@ def train(params: Params, paths: Paths) -> None:
         tuning["untuned"] = {"digits": "every arm at its params default (each tuning grid holds it): "
                                        "stacked_weak, where images are tuned, did not run (gan.image.stacked false)"}
     config = {
-        "generators": {b: gen_config(params, b, size, channels) for b in TOY + image_benches(params)},
+        "generators": {b: gen_config(params, b, size, channels) for b in toy_benches(params) + image_benches(params)},
         "jobs": [{**results[k], "weights": Job(**results[k]).weights, "seconds": histories[k]["seconds"]}
                  for k in results],
         "tuning": tuning,

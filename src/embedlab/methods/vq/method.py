@@ -22,7 +22,7 @@ from embedlab.io import load_tensors, save_tensors, save_weights, write_json_ato
 from embedlab.jobs import run_graph
 from embedlab.jobstore import method_store
 from embedlab.methods.vq.given import load_tokenizer, tokenizer_config
-from embedlab.methods.vq.parts import NAME, PRIMARY_METRIC, build_priors, seed_dir, tokenize_all, tokenizer_dir
+from embedlab.methods.vq.parts import NAME, PRIMARY_METRIC, build_priors, prior_kinds, seed_dir, tokenize_all, tokenizer_dir
 from embedlab.methods.vq.scoring import evaluate, export, load_bundle
 from embedlab.params import Params, parse_params
 from embedlab.paths import Paths
@@ -153,8 +153,8 @@ def train(params: Params, paths: Paths) -> None:
     meta, split = _splits(paths, device)
     config = {**_configs(params, meta, tok_config), "tokenizer_sha256": weights_id(tokenizer)}
     start = time.perf_counter()
-    # Every (longer) AR prior first, so no worker idles on one at the end.
-    keys = [f"{part}/{s}" for part in ("ar", "resgen") for s in cfg.seeds]
+    # Every (longer) AR prior first (with `vq.ar_baseline`), so no worker idles on one at the end.
+    keys = [f"{part}/{s}" for part in reversed(prior_kinds(cfg.ar_baseline)) for s in cfg.seeds]
     bar = tqdm(total=len(keys), desc="train@vq priors", unit="prior",
                disable=not params.trainer.progress_bar or not is_global_zero())
     ddp = world_size(params.trainer) > 1

@@ -49,6 +49,12 @@ class VQPriorParams(Section):
 class VQParams(Section):
     # Training seeds: each retrains both priors (what ResGen vs AR compares) over the one tokenizer.
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    # The AR baseline, and with it ResGen's two claims, off in the CPU default: at its budget
+    # neither prior's samples showed the requested class (backbone class accuracy 0.11-0.12 over
+    # 10 classes against the claims' 0.5 gate; metrics at f98a41e), so both claims ended
+    # untested, for ~40 of train@vq's 196 s (AVX2 host) and the AR's samples in evaluate@vq. The
+    # paper preset trains it (params/paper.yaml). Sampling times per depth (untrained priors) keep both.
+    ar_baseline: bool = False
     workers: int = Field(2, ge=1, le=64)  # CPU processes, one thread each (in-process on a GPU)
     tokenizer: VQTokenizerParams = VQTokenizerParams()
     prior: VQPriorParams = VQPriorParams()

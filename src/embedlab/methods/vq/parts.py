@@ -32,15 +32,22 @@ def build_priors(config: dict, codebooks: torch.Tensor | None = None):
 
 
 def load_priors(model_dir: Path, tokenizer, device="cpu"):
-    """(resgen, ar, config) of a seed folder (or a bundle), eval mode; refuses priors trained on
-    other tokenizer weights than `tokenizer`'s."""
+    """(resgen, ar, config) of a seed folder (or a bundle), eval mode (ar None where the AR baseline
+    was not trained: `vq.ar_baseline`); refuses priors trained on other tokenizer weights than
+    `tokenizer`'s."""
     model_dir = Path(model_dir)
     config = json.loads((model_dir / "config.json").read_text())
     if config.get("tokenizer_sha256") not in (None, weights_id(tokenizer)):
         raise ValueError(f"{model_dir}: its priors were trained on other tokenizer weights; rerun train@vq")
     resgen, ar = (load_weights(m, model_dir / f"{n}.safetensors", device).requires_grad_(False)
+                  if n == "resgen" or (model_dir / f"{n}.safetensors").exists() else None
                   for n, m in zip(("resgen", "ar"), build_priors(config)))
     return resgen, ar, config
+
+
+def prior_kinds(ar_baseline: bool) -> tuple[str, ...]:
+    """The priors a run trains: ResGen always, the AR baseline with `vq.ar_baseline`."""
+    return ("resgen", "ar") if ar_baseline else ("resgen",)
 
 
 def load_parts(model_dir: Path, device="cpu", tokenizer_dir: Path | None = None):
