@@ -28,7 +28,7 @@ FLOWER_STAMP := $(FLOWER_VENV)/.embedlab-installed
 .PHONY: setup run run-paper test test-fast test-flower flower-env clean-outputs help lint docs gpu-wheels
 
 help:
-	@echo "make run   - set up .venv if needed, then dvc repro (the whole pipeline, ~20-32 min on 2 cores, by host)"
+	@echo "make run   - set up .venv if needed, then dvc repro (the whole pipeline, ~20-29 min on 2 cores, by host)"
 	@echo "make run-paper - params/paper.yaml's paper-scale budgets onto params.yaml, then dvc repro (hours)"
 	@echo "make test  - set up .venv (and .venv-flower) if needed, then the test suites"
 	@echo "make lint  - ruff check (also the first step of make test)"
