@@ -65,3 +65,24 @@ def test_the_tuning_table_lists_every_choice_and_marks_grid_edges(tmp_path):
     assert "lambda_r 10 (edge of the grid)" in rows[("federated", "fraug")]
     assert "| 0.3 |" in rows[("gan", "ring/mee")]
     assert "seed 0: 10, seed 1: 30 (edge of the grid)" in rows[("diffusion", "ppap")]
+
+
+def test_claims_left_to_the_paper_preset_are_rows_that_say_so(tmp_path):
+    import json
+
+    from embedlab.results import claims_table
+
+    (tmp_path / "metrics").mkdir()
+    tested = {"claim": "a beats b", "metric": "acc", "kind": "superior", "margin": 0.0, "wins": 2,
+              "difference": {"value": 0.1, "lo": 0.05, "hi": 0.15, "n": 3}, "verdict": "reproduced"}
+    metrics = {"vq": {"claims": {}, "not_run": {"resgen_vs_ar_fd": "not run: vq.ar_baseline is false"}},
+               "gan": {"claims": {"mee_vs_maf_ring": tested},
+                       "not_run": {"stacked": "not run: a benchmark, not a claim", "mee_vs_maf_grid": "not run: ..."}},
+               "diffusion": {"claims": {}}, "federated": {"claims": {}}}
+    for name, m in metrics.items():
+        (tmp_path / "metrics" / f"{name}.json").write_text(json.dumps(m))
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in claims_table(tmp_path).splitlines()[2:]]
+    assert [(r[0], r[1], r[-1]) for r in rows] == [
+        ("gan", "a beats b", "**reproduced**"),
+        ("gan", "`mee_vs_maf_grid`", "not run: the paper preset (`make run-paper`)"),  # a claim, not the benchmark
+        ("vq", "`resgen_vs_ar_fd`", "not run: the paper preset (`make run-paper`)")]
