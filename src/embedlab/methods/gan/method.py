@@ -4,9 +4,10 @@ train@gan first tunes every arm with the same budget (params gan.tuning: one hyp
 the same number of values each) on a selection seed that no reported run uses: on
 stacked_weak the *backbone's* confident mode count decides (that choice also serves
 stacked_full and digits); on each 2-D mixture, the mixture's own mode count. Then every
-reported job runs with its arm's chosen value. Stacked digits run only with
-`gan.image.stacked` (the paper preset); without them digits runs untuned, every arm at its
-params default, and MEE's plain-digit generator is the published one (`published_run`).
+reported job runs with its arm's chosen value. The 2-D mixtures run only with `gan.toy.run`,
+stacked digits only with `gan.image.stacked` (both the paper preset); without stacked digits,
+digits runs untuned, every arm at its params default, and MEE's plain-digit generator is the
+published one (`published_run`). The CPU default trains that one generator and nothing else.
 models/gan/ holds each generator's safetensors, config.json (jobs, choices, the backbone's
 reading of the reported mee runs) and history.json (losses). Runs train as stacks (many runs
 as one model, one Lightning fit each: module.py), in `gan.workers` CPU processes with one

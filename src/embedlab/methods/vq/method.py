@@ -1,10 +1,11 @@
-"""train@vq: per training seed, the ResGen-style prior and the AR baseline, both on the tokens of
-the one given tokenizer (models/tokenizer, trained once per data set by methods/vq/given.py):
-the claim compares two priors over one tokenizer (evaluate and export: scoring.py).
+"""train@vq: per training seed, the ResGen-style prior and, with `vq.ar_baseline` (the paper
+preset), the AR baseline, each on the tokens of the one given tokenizer (models/tokenizer,
+trained once per data set by methods/vq/given.py): the claims compare two priors over one
+tokenizer (evaluate and export: scoring.py).
 
-models/vq/seed<s>/ holds resgen.safetensors, ar.safetensors and config.json (the constructor
-arguments of both priors and of the tokenizer, and the id of the tokenizer weights they were
-trained on), so `parts.load_priors` rebuilds them without pickle.
+models/vq/seed<s>/ holds resgen.safetensors (ar.safetensors with the baseline) and config.json
+(the constructor arguments of both priors and of the tokenizer, and the id of the tokenizer
+weights they were trained on), so `parts.load_priors` rebuilds them without pickle.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def _fit_prior(params: Params, paths: Paths, seed: int, part: str, tokens: dict)
 
 
 def seed_tokens(tokenizer, params: Params, split: dict, seed: int) -> dict:
-    """A training seed's token sequences (its shifted copies differ by seed), for both priors, and
+    """A training seed's token sequences (its shifted copies differ by seed), for the priors, and
     the codebooks: what `_fit_prior` reads."""
     train_tokens, val_tokens = prior_data(tokenizer, params, split, seed)
     return {"train": list(train_tokens), "val": list(val_tokens), "codebooks": tokenizer.codebooks}
@@ -139,8 +140,8 @@ def write_tokens(tokenizer, params: Params, paths: Paths, split: dict, seed: int
 
 
 def train(params: Params, paths: Paths) -> None:
-    """Every training seed's two priors over the given tokenizer's tokens (tokenized here, once
-    per seed), on `vq.workers` processes of one thread each (in-process on a GPU). With
+    """Every training seed's priors (ResGen's; the AR's with `vq.ar_baseline`) over the given
+    tokenizer's tokens (tokenized here, once per seed), on `vq.workers` processes of one thread each (in-process on a GPU). With
     `trainer.devices` x `trainer.num_nodes` above 1, each prior is one Lightning DDP fit instead:
     every rank (Lightning's launcher starts the others at the first fit, rerunning this command)
     tokenizes in memory and runs the same fits in the same order on its own shard of each epoch,

@@ -47,7 +47,7 @@ class VQPriorParams(Section):
 
 
 class VQParams(Section):
-    # Training seeds: each retrains both priors (what ResGen vs AR compares) over the one tokenizer.
+    # Training seeds: each retrains the priors (ResGen's; the AR's with ar_baseline) over the one tokenizer.
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     # The AR baseline, and with it ResGen's two claims, off in the CPU default: at its budget
     # neither prior's samples showed the requested class (backbone class accuracy 0.11-0.12 over

@@ -1,7 +1,7 @@
 """evaluate@vq: the given tokenizer's reconstruction PSNR per RVQ depth and codebook use (once:
-every seed shares it), both priors' samples per training seed scored by the fixed evaluator
+every seed shares it), each trained prior's samples per training seed scored by the fixed evaluator
 beside the real floor at the same N, sampling time per depth, and ResGen's claims as paired
-verdicts over training seeds; export and load_bundle for the registry."""
+verdicts over training seeds (with `vq.ar_baseline`); export and load_bundle for the registry."""
 
 from __future__ import annotations
 
@@ -142,7 +142,7 @@ def claims(per_seed: dict, seeds: list[int], gate: dict) -> dict:
 
 @torch.no_grad()
 def sample_seed(raw: dict, root: str, seed: int) -> dict:
-    """One job of `evaluate` in a worker: a training seed's reported samples of both priors (torch
+    """One job of `evaluate` in a worker: a training seed's reported samples of its priors (torch
     seeded with the training seed) and the precondition's (GATE_SEED + the seed), as arrays, with
     the priors' config."""
     params, paths = parse_params(raw), Paths(Path(root))
