@@ -105,7 +105,8 @@ def test_dvc_repro_end_to_end_then_nothing_reruns(pipeline_run, tmp_path, monkey
         assert set(gan_metrics["ablation"][bench]["modes_covered"]) == {"maf+disomap", "maf+disomap+dlle"}
         assert gan_metrics[bench]["min_count"] >= 1
     if not stacked:  # the CPU default says what it left to the paper preset
-        assert "stacked" not in gan_metrics and set(gan_metrics["not_run"]) == {"stacked", "stacked_full"}
+        assert "stacked" not in gan_metrics
+        assert set(gan_metrics["not_run"]) == {"stacked", "stacked_full", "mee_vs_maf_stacked"}  # benchmarks and claim
     assert set(gan_metrics["digits"]["fd"]) == {"dcgan", "mee", "real", "untrained"}  # gan.image.compare_arms
     assert set(gan_metrics["digits"]["modes_covered"]) == {"dcgan", "mee", "real", "untrained"}
     assert len(gan_metrics["per_seed"]["ring"]["mee"]) == 2  # toy seeds [0, 1]
