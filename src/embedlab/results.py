@@ -266,15 +266,16 @@ def timing_table(root: Path) -> str:
     stacked = gan.get("settings", {}).get("stacked", True)
     toy = gan.get("settings", {}).get("toy", True)  # metrics before gan.toy.run: the mixtures ran
     priors = "ResGen + AR priors" if "ar" in vq.get("per_seed", {"ar": None}) else "the ResGen prior (AR: the paper preset)"
+    gan_trains = "tuning + reported runs: ring, grid, plain digits" if toy else "plain digits: one MEE run"
+    gan_trains += ", stacked (weakened and full D)" if stacked else ""
+    left = [name for name, ran in (("ring, grid", toy), ("stacked", stacked)) if not ran]
+    gan_trains += f" ({', '.join(left)}: the paper preset)" if left else ""
     rows = [["pretrain_tokenizer (once per data set; weights in git)", "the RVQ tokenizer",
              minutes(vq.get("tokenizer", {}).get("wall_seconds"))],
             ["pretrain_ddpm (once per data set; weights in git)", "the unconditional DDPM PPAP guides",
              minutes(diff.get("ddpm", {}).get("wall_seconds"))],
             ["train@vq", f"{priors}, x {vq_seeds} training seeds", minutes(vq.get("train_wall_seconds"))],
-            ["train@gan", ("tuning + reported runs: ring, grid, plain digits" if toy else "plain digits: one MEE run")
-             + (", stacked (weakened and full D)" if stacked else
-                " (ring, grid, stacked: the paper preset)" if not toy else " (stacked: the paper preset)"),
-             minutes(gan.get("train_wall_seconds"))],
+            ["train@gan", gan_trains, minutes(gan.get("train_wall_seconds"))],
             ["train@federated", "val tuning + every setting, algorithm, size or alpha and seed",
              minutes(fed.get("wall_seconds", {}).get("train"))],
             ["train@diffusion", f"5 PPAP experts + 5 supervised experts + scale sweep, x {diff_seeds} training seeds",
