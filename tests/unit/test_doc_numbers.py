@@ -233,8 +233,6 @@ ENTRIES = [
              "(`benchmarks/results/make_run.json`, each stage's time beside it): the train stages {} s, the "
              "evaluate stages {} s, the publish stages {} s, the data stages {} s; it reproduced all {} committed "
              "values", MAKE_RUN, _make_run, None),
-    (README, "GAN's 2-D mixtures and vq's AR baseline moved to the paper preset: {} s (docs/pipeline.md)", MAKE_RUN,
-     lambda d: f"{d['avx2_host']['seconds']:,.0f}", None),
     (PIPELINE, "(`make run` on a fresh clone: {} s, `benchmarks/results/make_run.json`", MAKE_RUN, _make_run_total, None),
     (PIPELINE, "and about {} on an AVX2-only one (a fresh checkout's `dvc repro`: {} s, `benchmarks/results/cross_host.json`",
      CROSS_HOST, lambda d: (round(d["repro_seconds_this_host"] / 60), f"{d['repro_seconds_this_host']:,}"), None),
